@@ -7,12 +7,9 @@ from scipy.spatial.transform import Rotation
 
 from fitkit.body.keypoint_sets import KeypointSet
 from fitkit.body.lbs import axis_angle_to_matrix, forward_kinematics, skin_vertices
-from fitkit.body.model import (
-    SMPL_PARENTS,
-    BodyModel,
-    synthetic_keypoint_set,
-    synthetic_smpl_arrays,
-)
+from fitkit.body.model import BodyModel
+from fitkit.body.skeleton import SMPL_PARENTS
+from fitkit.body.synthetic import synthetic_keypoint_set, synthetic_smpl_arrays
 from fitkit.errors import ParameterError
 
 V = 300

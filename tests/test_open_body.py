@@ -12,7 +12,7 @@ from fitkit.body import load_body_model
 from fitkit.body.keypoint_formats import FORMATS
 from fitkit.body.open_body import OPEN_BODY_PATH, open_body_arrays, smplx_data_struct
 
-SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
+from fitkit.body.skeleton import SMPL_PARENTS
 LEFT = [1, 4, 7, 10, 13, 16, 18, 20, 22]
 RIGHT = [2, 5, 8, 11, 14, 17, 19, 21, 23]
 
@@ -35,7 +35,7 @@ def _zero(model, betas=None, **kw):
 
 def test_smpl_kinematic_tree(arrays):
     assert arrays["kintree_table"].shape == (2, 24)
-    assert arrays["kintree_table"][0, 1:].tolist() == SMPL_PARENTS[1:]
+    assert arrays["kintree_table"][0, 1:].tolist() == list(SMPL_PARENTS[1:])
     assert arrays["J_regressor"].shape == (24, arrays["v_template"].shape[0])
     assert "posedirs" not in arrays  # the open body has no pose correctives
 

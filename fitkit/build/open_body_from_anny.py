@@ -462,10 +462,10 @@ def build_open_body(num_samples: int = 3000, num_components: int = 24, seed: int
                 support += coco_w.get(p, 0.0)
             centre = target[train].mean(0)
             if support.any():
-                cand = np.argsort(-support)[:64]
+                cand = np.argsort(-support)[:24]
             else:
                 j = np.argmin(np.linalg.norm(joint_targets[train].mean(0) - centre, axis=1))
-                cand = nearest_candidates(template, centre, weights[:, j] > 0.1, 96)
+                cand = nearest_candidates(template, centre, weights[:, j] > 0.1, 32)
             dense[k] = _regressor_row(template, shapedirs, target[train], betas_train, cand)
             errs.append(np.linalg.norm(np.einsum("v,nvd->nd", dense[k], verts[test]) - target[test], axis=-1))
         report["keypoint_regressor_test_error_m"][fmt.name] = {"mean": np.mean(errs), "max": np.max(errs)}

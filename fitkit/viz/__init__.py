@@ -1,0 +1,1 @@
+"""Plots and renders for people to look at."""
