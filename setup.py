@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 here = Path(__file__).parent
 
@@ -12,9 +12,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["fitkit", "fitkit.*"]),
-    package_data={"fitkit": ["assets/open_body/*.npz", "assets/open_body/NOTICE", "assets/open_body/*.json"]},
-    include_package_data=True,
+    packages=find_namespace_packages(include=["fitkit", "fitkit.*"]),
+    package_data={"fitkit.assets.open_body": ["*.npz", "NOTICE"]},
     install_requires=[
         # A range for users; the README and CI pin torch==2.13.0 (CPU wheel).
         "torch>=2.1,<3",

@@ -440,6 +440,15 @@ def _principal_point(principal_point, image_size, ref: Tensor, dims: Dict[str, i
     return (_per_sample_pair(image_size, "image_size", ref, dims, positive=True) - 1.0) / 2.0
 
 
+def _cliff_args(ref: Tensor, dims: Dict[str, int], bbox_center, bbox_size, image_size, focal,
+                principal_point):
+    """Validated (center (B,2), size (B,), focal (B,), principal point (B,2)) for CLIFF."""
+    center = _per_sample_pair(bbox_center, "bbox_center", ref, dims)
+    size = _per_sample(bbox_size, "bbox_size", ref, dims, positive=True)
+    f = _per_sample(focal, "focal", ref, dims, positive=True)
+    return center, size, f, _principal_point(principal_point, image_size, ref, dims)
+
+
 def crop_cam_to_full_translation(cam: Tensor, bbox_center, bbox_size: PerSample, image_size,
                                  focal: PerSample, principal_point=None) -> Tensor:
     """CLIFF: weak-perspective camera of a crop to a full-image translation.
@@ -464,10 +473,7 @@ def crop_cam_to_full_translation(cam: Tensor, bbox_center, bbox_size: PerSample,
     """
     dims: Dict[str, int] = {}
     _check_cam(cam, dims)
-    center = _per_sample_pair(bbox_center, "bbox_center", cam, dims)
-    size = _per_sample(bbox_size, "bbox_size", cam, dims, positive=True)
-    f = _per_sample(focal, "focal", cam, dims, positive=True)
-    pp = _principal_point(principal_point, image_size, cam, dims)
+    center, size, f, pp = _cliff_args(cam, dims, bbox_center, bbox_size, image_size, focal, principal_point)
     bs = size * cam[:, 0]
     txy = cam[:, 1:] + 2.0 * (center - pp) / bs[:, None]
     return torch.cat([txy, (2.0 * f / bs)[:, None]], dim=-1)
@@ -486,10 +492,7 @@ def full_translation_to_crop_cam(transl: Tensor, bbox_center, bbox_size: PerSamp
     """
     dims: Dict[str, int] = {}
     _check_transl(transl, dims)
-    center = _per_sample_pair(bbox_center, "bbox_center", transl, dims)
-    size = _per_sample(bbox_size, "bbox_size", transl, dims, positive=True)
-    f = _per_sample(focal, "focal", transl, dims, positive=True)
-    pp = _principal_point(principal_point, image_size, transl, dims)
+    center, size, f, pp = _cliff_args(transl, dims, bbox_center, bbox_size, image_size, focal, principal_point)
     tz = transl[:, 2]
     s = 2.0 * f / (size * tz)
     txy = transl[:, :2] - (center - pp) * (tz / f)[:, None]

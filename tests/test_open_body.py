@@ -172,3 +172,11 @@ def test_loads_without_anny_installed():
 def test_gender_must_be_neutral():
     with pytest.raises(ValueError, match="gender_direction"):
         load_body_model("open", gender="female")
+
+
+def test_keypoint_format_aliases(model):
+    z = torch.zeros(1, 3, dtype=torch.float64)
+    args = (z, torch.zeros(1, 69, dtype=torch.float64), torch.zeros(1, 10, dtype=torch.float64))
+    by_alias = model(*args, keypoints="openpose")
+    assert by_alias.keypoint_set == "body25"
+    assert torch.equal(by_alias.keypoints, model(*args, keypoints="body25").keypoints)

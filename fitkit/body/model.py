@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fitkit.body import lbs
+from fitkit.body.keypoint_formats import get_format
 from fitkit.body.keypoint_sets import KeypointSet
 from fitkit.errors import ParameterError
 
@@ -305,6 +306,8 @@ class BodyModel(torch.nn.Module):
         req = self._vertex_ids(vertices)
         kps = None
         if keypoints is not None:
+            if keypoints not in self._keypoint_sets:  # maybe an alias such as 'openpose'
+                keypoints = _format_name(keypoints) or keypoints
             if keypoints not in self._keypoint_sets:
                 raise ParameterError(f"keypoints: unknown keypoint set {keypoints!r}; "
                                      f"this model has {sorted(self._keypoint_sets)}")
@@ -504,6 +507,14 @@ class BodyModel(torch.nn.Module):
             raise ParameterError(f"{first}: contains NaN or inf (expected finite values, shape "
                                  f"{dict((a, e) for a, _, e in named)[first]})")
         return B
+
+
+def _format_name(name: str) -> str | None:
+    """Canonical keypoint-format name for an alias such as 'openpose', else None."""
+    try:
+        return get_format(name).name
+    except ValueError:
+        return None
 
 
 def _slice_flat(flat: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
