@@ -47,8 +47,13 @@ def load_body_model(model_type: str = "open", gender: str = "neutral", *, model_
     else:
         from fitkit.body.model_files import find_model_file, load_model_arrays
 
+        from fitkit.body.smpl_keypoints import SMPL_NUM_VERTICES, smpl_keypoint_sets
+
         arrays = load_model_arrays(find_model_file("smpl", gender, model_dir))
-        model = BodyModel(arrays, num_betas=num_betas, name="smpl", gender=gender, dtype=dtype)
+        # Keypoint sets are defined on SMPL's own mesh; a re-meshed SMPL-format file gets none.
+        keypoint_sets = smpl_keypoint_sets() if arrays["v_template"].shape[0] == SMPL_NUM_VERTICES else None
+        model = BodyModel(arrays, num_betas=num_betas, keypoint_sets=keypoint_sets, name="smpl",
+                          gender=gender, dtype=dtype)
     return model.to(device)
 
 
