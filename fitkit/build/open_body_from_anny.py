@@ -137,10 +137,10 @@ class _Rig:
         moved = self.trans[:, bones] - pivot[:, None]
         self.trans[:, bones] = np.einsum("nij,nbj->nbi", rotation, moved) + pivot[:, None]
 
-    def pose_points(self, points, weights):
-        """Linear blend skinning of rest points (N,P,3) with weights (P, n_bones)."""
-        blend_r = np.einsum("pb,nbij->npij", weights, self.rot)
-        blend_t = np.einsum("pb,nbi->npi", weights, self.trans)
+    def pose_points(self, points, weights, samples=slice(None)):
+        """Linear blend skinning of rest points (n,P,3) of the given samples, weights (P, n_bones)."""
+        blend_r = np.einsum("pb,nbij->npij", weights, self.rot[samples])
+        blend_t = np.einsum("pb,nbi->npi", weights, self.trans[samples])
         return np.einsum("npij,npj->npi", blend_r, points) + blend_t
 
     def posed_heads(self):
@@ -155,16 +155,12 @@ def repose_to_smpl_zero_pose(rig: _Rig) -> dict[str, np.ndarray]:
         shoulder, elbow, wrist = f"upperarm01.{s}", f"lowerarm01.{s}", f"wrist.{s}"
         upper = rig.head(elbow) - rig.head(shoulder)
         fore = rig.head(wrist) - rig.head(elbow)
-        report[f"elbow_flexion_deg.{s}"] = np.degrees(
-            np.arccos(np.clip(np.sum(_unit(upper) * _unit(fore), -1), -1, 1))
-        ).mean()
+        report[f"elbow_flexion_deg.{s}"] = _mean_angle_deg(upper, fore)
         rig.rotate_subtree(elbow, _rotation_between(fore, upper), rig.head(elbow))
 
         arm = rig.head(wrist) - rig.head(shoulder)
         target = np.tile([sign, 0.0, 0.0], (n, 1))
-        report[f"arm_raise_deg.{s}"] = np.degrees(
-            np.arccos(np.clip(np.sum(_unit(arm) * target, -1), -1, 1))
-        ).mean()
+        report[f"arm_raise_deg.{s}"] = _mean_angle_deg(arm, target)
         rig.rotate_subtree(shoulder, _rotation_between(arm, target), rig.head(shoulder))
 
         # Palms down: the index->pinky knuckle line must point backwards (-z) for both hands.
@@ -179,6 +175,11 @@ def repose_to_smpl_zero_pose(rig: _Rig) -> dict[str, np.ndarray]:
 
 def _unit(v):
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def _mean_angle_deg(a, b) -> float:
+    """Mean angle in degrees between rows of a (N,3) and b (N,3)."""
+    return float(np.degrees(np.arccos(np.clip(np.sum(_unit(a) * _unit(b), -1), -1, 1))).mean())
 
 
 # --------------------------------------------------------------------------- fitting helpers
@@ -335,7 +336,7 @@ def keypoint_recipe(fmt: str, name: str) -> tuple[str, list[str]]:
     raise KeyError(fmt)
 
 
-def _face_point_offsets(template, coco):
+def _face_point_offsets(coco):
     """Approximate eye corners and mouth corners on the zero-pose template (3,) each."""
     eye_gap = np.linalg.norm(coco["left_eye"] - coco["right_eye"])
     out = {}
@@ -385,9 +386,8 @@ def build_open_body(num_samples: int = 3000, num_components: int = 24, seed: int
     report = {"repose": repose_to_smpl_zero_pose(rig)}
     verts = np.empty_like(rest_v)
     for i in range(0, num_samples, 200):  # chunks keep the blended transforms small
-        chunk = _Rig(labels, parents, rest_heads[i:i + 200])
-        chunk.rot, chunk.trans = rig.rot[i:i + 200], rig.trans[i:i + 200]
-        verts[i:i + 200] = chunk.pose_points(rest_v[i:i + 200], bone_w)
+        rows = slice(i, i + 200)
+        verts[rows] = rig.pose_points(rest_v[rows], bone_w, rows)
     heads = rig.posed_heads()
     order = np.random.default_rng(seed).permutation(num_samples)
     train, test = order[: num_samples * 2 // 3], order[num_samples * 2 // 3:]
@@ -443,7 +443,7 @@ def build_open_body(num_samples: int = 3000, num_components: int = 24, seed: int
     coco_w = {name: w.numpy()[base] for name, w in coco_raw.items()}
     coco_points = {name: np.einsum("v,nvd->nd", w, verts) for name, w in coco_w.items()}
     points = _keypoint_targets(heads, labels, coco_points)
-    face_pts = _face_point_offsets(template, {k: v[train].mean(0) for k, v in coco_points.items()})
+    face_pts = _face_point_offsets({k: v[train].mean(0) for k, v in coco_points.items()})
     report["keypoint_regressor_test_error_m"] = {}
     kp_arrays = {}
     for fmt in FORMATS.values():
