@@ -46,7 +46,6 @@ def load_body_model(model_type: str = "open", gender: str = "neutral", *, model_
                           name="open", gender=gender, dtype=dtype)
     else:
         from fitkit.body.model_files import find_model_file, load_model_arrays
-
         from fitkit.body.smpl_keypoints import SMPL_NUM_VERTICES, smpl_keypoint_sets
 
         arrays = load_model_arrays(find_model_file("smpl", gender, model_dir))

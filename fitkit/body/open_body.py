@@ -84,6 +84,6 @@ def smplx_data_struct(path: str | Path = OPEN_BODY_PATH, num_pose_basis: int = 2
 
     arrays = open_body_arrays(path)
     v = arrays["v_template"].shape[0]
-    fields = {k: np.array(arrays[k]) for k in _SMPL_KEYS}
+    fields = {k: arrays[k] for k in _SMPL_KEYS}
     fields["posedirs"] = np.zeros((v, 3, num_pose_basis), np.float32)
     return Struct(**fields)

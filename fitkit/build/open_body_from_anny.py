@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from fitkit.body.keypoint_formats import FORMATS
-from fitkit.build.smpl_mapping import SMPL_JOINT_NAMES, SMPL_PARENTS, bone_groups, joint_anchor_bones
+from fitkit.body.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
+from fitkit.build.smpl_mapping import bone_groups, joint_anchor_bones
 
 # anny (z up, facing -y) -> SMPL (y up, facing +z); +x is the person's left in both.
 ANNY_TO_SMPL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])

