@@ -8,7 +8,6 @@ SMPL joints that have no single anny bone, at the mean of several heads).
 from __future__ import annotations
 
 
-
 def _side(bones: list[str], s: str) -> list[str]:
     return [f"{b}.{s}" for b in bones]
 
