@@ -303,9 +303,14 @@ def project(points: Tensor, K: Tensor, min_depth: float = MIN_DEPTH) -> Tensor:
     dims: Dict[str, int] = {}
     _check_shape(points, "points", ("B", "N", 3), dims)
     _check_shape(K, "K", ("B", 3, 3), dims)
-    z = points[..., 2:].clamp(min=min_depth)
-    xy1 = torch.cat([points[..., :2] / z, torch.ones_like(z)], dim=-1)
-    return xy1 @ K[:, :2, :].to(points.dtype).transpose(1, 2)
+    z = points[..., 2].clamp(min=min_depth)
+    x, y = points[..., 0] / z, points[..., 1] / z
+    k = K.to(points.dtype)[:, :2, :, None]  # (B, 2, 3, 1): broadcast over the N points
+    # written out rather than as a matrix product, so that every sample's pixels
+    # are computed the same way whatever batch it is in (and under vmap)
+    u = k[:, 0, 0] * x + k[:, 0, 1] * y + k[:, 0, 2]
+    v = k[:, 1, 0] * x + k[:, 1, 1] * y + k[:, 1, 2]
+    return torch.stack([u, v], dim=-1)
 
 
 def world_to_camera(points: Tensor, R: Tensor, t: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ __all__ = [
     "KinematicTree",
     "forward_kinematics",
     "skin_vertices",
+    "rowwise_matmul",
 ]
 
 # Below this squared angle the Rodrigues coefficients use their Taylor series.
@@ -255,3 +256,21 @@ def skin_vertices(
     # zero-fill two (B, S, 3, 4) gradients; einsum beats broadcasting on CPU.
     homogeneous = torch.cat([vertices, torch.ones_like(vertices[..., :1])], dim=-1)
     return torch.einsum("bsik,bsk->bsi", blended, homogeneous)
+
+
+def rowwise_matmul(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``x @ W`` for (B, k) rows and a shared (k, n) matrix, row by row.
+
+    A plain matrix product lets the BLAS block over rows, so a sample's result
+    can change in the last bit with the batch it is evaluated in. Solvers drop
+    converged samples from the batch, and a sample must not move because
+    another one stopped; a batched product of (1, k) x (k, n) blocks keeps
+    every row's arithmetic the same whatever the batch.
+
+    Args:
+        x: (B, k).
+        W: (k, n).
+    Returns:
+        (B, n).
+    """
+    return torch.bmm(x[:, None, :], W.expand(x.shape[0], *W.shape))[:, 0]

@@ -1,0 +1,240 @@
+"""Run a recipe: initialise, run its stages, collect per-sample results.
+
+Observations -> initial parameters -> for each stage: terms + solver on the
+packed free parameters -> :class:`FitResult` (smplx-named parameters, camera,
+final per-term energies, per-sample flags and iteration counts).
+
+Per-sample flags (also documented in docs/fitting.md):
+
+- ``no_evidence``: no data term had a usable observation for the sample
+  (e.g. all keypoint confidences zero); its initialization is passed through
+  unchanged and no solver touches it.
+- ``nan``: its energy became non-finite in some stage (NaN parameters,
+  NaN-producing term); it was rolled back to its best iterate and left there
+  for the remaining stages.
+- ``converged``: in the last stage it ran, its solver's convergence test
+  passed (False: stopped by the iteration or time limit).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from fitkit.camera import facing_camera_orient
+from fitkit.fitting.camera_init import torso_pairs_for, translation_from_torso
+from fitkit.fitting.camera_setup import FitCamera, build_fit_camera
+from fitkit.fitting.objective import Objective, WeightedTerm
+from fitkit.fitting.params import PARAM_NAMES, ParamLayout
+from fitkit.fitting.recipe import Recipe, RecipeError
+from fitkit.solvers import make_solver
+from fitkit.terms.base import SetupContext, get_term_class
+
+__all__ = ["FitResult", "fit", "prepare_init", "InitError"]
+
+#: ``progress(stage_name, iteration, num_running, num_samples)``
+StageProgress = Callable[[str, int, int, int], None]
+
+
+class InitError(ValueError):
+    """Initial parameters that do not fit the observations or the model."""
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit` for N samples (tensors on the fit's device).
+
+    Attributes:
+        params: smplx-named parameters (N, ...) in the camera frame of ``K``.
+        K: (N, 3, 3) the intrinsics the fit projected with (full-image pixels).
+        image_size: (N, 2).
+        energies: recipe term key -> (N,) weighted energy at the end, under the
+            last stage's weights; ``'total'`` their sum.
+        converged, nan, no_evidence: (N,) bool per-sample flags (module doc).
+        iterations: (N, S) iterations per stage.
+        stage_names: the S stage names.
+        stage_seconds: wall time per stage.
+        transl_from_torso: (N,) bool, the translation was initialised from the torso keypoints.
+    """
+
+    params: dict[str, torch.Tensor]
+    K: torch.Tensor
+    image_size: torch.Tensor
+    energies: dict[str, torch.Tensor]
+    converged: torch.Tensor
+    nan: torch.Tensor
+    no_evidence: torch.Tensor
+    iterations: torch.Tensor
+    stage_names: list[str]
+    stage_seconds: list[float]
+    transl_from_torso: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        out = {k: v.detach().cpu().numpy() for k, v in self.params.items()}
+        out.update(intrinsics=self.K.cpu().numpy(), image_size=self.image_size.cpu().numpy(),
+                   converged=self.converged.cpu().numpy(), nan=self.nan.cpu().numpy(),
+                   no_evidence=self.no_evidence.cpu().numpy(), iterations=self.iterations.cpu().numpy(),
+                   transl_from_torso=self.transl_from_torso.cpu().numpy())
+        for k, v in self.energies.items():
+            out[f"energy_{k}"] = v.detach().cpu().numpy()
+        return out
+
+
+def prepare_init(init: Mapping[str, Any] | None, model, N: int, *, device, dtype,
+                 source: str = "init") -> tuple[dict[str, torch.Tensor], bool]:
+    """Complete and check smplx-named initial parameters.
+
+    Missing ``global_orient`` faces the camera, missing ``body_pose``/``betas``
+    are zero. ``betas`` with fewer columns than the model uses are zero-padded.
+
+    Returns:
+        (params, has_transl): params each (N, ...) on ``device``; whether the
+        init gave a translation.
+    """
+    init = dict(init or {})
+    widths = {"global_orient": 3, "body_pose": model.body_pose_dim, "transl": 3}
+    out = {}
+    for name in init:
+        if name not in PARAM_NAMES:
+            continue
+        value = torch.as_tensor(np.asarray(init[name]), dtype=dtype, device=device)
+        if value.ndim == 1:
+            value = value[None].expand(N, -1)
+        if value.ndim != 2 or value.shape[0] != N:
+            raise InitError(f"{source}: field {name!r} has shape {tuple(value.shape)}, expected "
+                            f"({N}, ...) -- one row per observed frame ({N} frames)")
+        if name == "betas":
+            if value.shape[1] > model.num_betas:
+                raise InitError(f"{source}: field 'betas' has {value.shape[1]} columns but the model "
+                                f"uses {model.num_betas}; set body.num_betas in the recipe")
+            value = torch.nn.functional.pad(value, (0, model.num_betas - value.shape[1]))
+        elif value.shape[1] != widths[name]:
+            raise InitError(f"{source}: field {name!r} has shape {tuple(value.shape)}, expected ({N}, {widths[name]})")
+        if not bool(torch.isfinite(value).all()):
+            bad = torch.nonzero(~torch.isfinite(value).all(dim=1)).flatten()[:5].tolist()
+            raise InitError(f"{source}: field {name!r} has NaN/inf values (rows {bad}...)")
+        out[name] = value.contiguous()
+    has_transl = "transl" in out
+    out.setdefault("global_orient", facing_camera_orient(N, dtype=dtype, device=device))
+    out.setdefault("body_pose", torch.zeros(N, model.body_pose_dim, dtype=dtype, device=device))
+    out.setdefault("betas", torch.zeros(N, model.num_betas, dtype=dtype, device=device))
+    out.setdefault("transl", torch.zeros(N, 3, dtype=dtype, device=device))
+    return out, has_transl
+
+
+def _retarget_translation(params, model, K_from, K_to):
+    """Move the body so that its root projects to the same pixel under ``K_to`` and
+    its image size is kept (depth scaled by the focal ratio)."""
+    root = model(params["global_orient"], params["body_pose"], params["betas"], params["transl"],
+                 validate=False).joints[:, 0]
+    z = root[:, 2].clamp(min=1e-3)
+    ratio = K_to[:, 0, 0] / K_from[:, 0, 0]
+    u = K_from[:, 0, 0] * root[:, 0] / z + K_from[:, 0, 2]
+    v = K_from[:, 1, 1] * root[:, 1] / z + K_from[:, 1, 2]
+    z2 = z * ratio
+    new_root = torch.stack([(u - K_to[:, 0, 2]) * z2 / K_to[:, 0, 0], (v - K_to[:, 1, 2]) * z2 / K_to[:, 1, 1], z2], -1)
+    return params["transl"] + new_root - root
+
+
+def _torso_translation(params, model, observations, camera: FitCamera):
+    fmt = observations.keypoint_format
+    zero = torch.zeros_like(params["transl"])
+    pts = model(params["global_orient"], params["body_pose"], params["betas"], zero,
+                keypoints=fmt, validate=False).keypoints
+    kps = observations.keypoints.to(pts)
+    return translation_from_torso(pts, kps, camera.K, torso_pairs_for(fmt))
+
+
+def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = None, *,
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+        progress: StageProgress | None = None, init_source: str = "init") -> FitResult:
+    """Fit ``model`` to ``observations`` with ``recipe``.
+
+    Args:
+        model: :class:`fitkit.body.BodyModel` (moved to ``device``).
+        observations: :class:`fitkit.io.observations.Observations` with N frames.
+        recipe: :class:`fitkit.fitting.recipe.Recipe`.
+        init: smplx-named arrays (N, ...) or None (see :func:`prepare_init`); a
+            ``transl`` is in the camera frame of the observations' intrinsics
+            (or the default full-image camera).
+        device, dtype: default: the model's.
+        progress: called after every solver iteration.
+    """
+    device = torch.device(device) if device is not None else model.device
+    dtype = dtype or model.dtype
+    model = model.to(device=device, dtype=dtype)
+    obs = observations.to(device=device, dtype=dtype)
+    N = len(obs)
+    params, has_transl = prepare_init(init, model, N, device=device, dtype=dtype, source=init_source)
+
+    camera = build_fit_camera(recipe.camera, obs, dtype=dtype, device=device)
+    mode = recipe.init.get("transl", "auto")
+    if mode not in ("auto", "keep", "torso"):
+        raise RecipeError(f"{recipe.source}: init.transl must be auto, keep or torso, got {mode!r}")
+    from_torso = torch.zeros(N, dtype=torch.bool, device=device)
+    with torch.no_grad():
+        if mode == "torso" or (mode == "auto" and not has_transl):
+            transl, ok = _torso_translation(params, model, obs, camera)
+            params["transl"] = transl
+            from_torso = ok.to(device)
+        elif camera.mode == "crop":
+            K_full = build_fit_camera({"mode": "full"}, obs, dtype=dtype, device=device).K
+            params["transl"] = _retarget_translation(params, model, K_full, camera.K)
+    init_params = {k: v.clone() for k, v in params.items()}
+
+    # one instance per term key, set up once on all N samples
+    ctx = SetupContext(observations=obs, model=model, camera=camera, init=init_params,
+                       device=device, dtype=dtype)
+    used = {k for st in recipe.stages for k, w in st.terms.items() if w > 0}
+    instances = {}
+    for key in recipe.terms:
+        if key not in used:
+            continue
+        kind, _, args = recipe.term_args(key)
+        try:
+            term = get_term_class(kind)(**args)
+        except TypeError as exc:
+            raise RecipeError(f"{recipe.source}: terms.{key}: {exc}") from None
+        term.setup(ctx)
+        instances[key] = term
+    evidence = [t.evidence() for t in instances.values() if t.kind == "data"]
+    evidence = [e for e in evidence if e is not None]
+    has_evidence = torch.stack(evidence).any(dim=0) if evidence else torch.ones(N, dtype=torch.bool, device=device)
+    no_evidence = ~has_evidence.to(device)
+
+    widths = {"global_orient": 3, "body_pose": model.body_pose_dim, "betas": model.num_betas, "transl": 3}
+    nan = torch.zeros(N, dtype=torch.bool, device=device)
+    converged = torch.zeros(N, dtype=torch.bool, device=device)
+    iterations = torch.zeros(N, len(recipe.stages), dtype=torch.long, device=device)
+    seconds = []
+    objective = None
+    for s, stage in enumerate(recipe.stages):
+        layout = ParamLayout(stage.free, widths, stage.rotation)
+        solver = make_solver(stage.solver)
+        if solver.needs_jacobian and stage.rotation != "axis_angle":
+            raise RecipeError(f"{recipe.source}: stages.{s}: solver {solver.name!r} needs rotation: axis_angle")
+        weighted = [WeightedTerm(k, instances[k], w) for k, w in stage.terms.items() if w > 0]
+        objective = Objective(model, weighted, layout, params, init_params, camera)
+        running = ~(no_evidence | nan)
+        cb = None if progress is None else (lambda it, r, n, name=stage.name: progress(name, it, r, n))
+        res = solver.run(objective, layout.encode(params), running, callback=cb)
+        params = {k: v.detach() for k, v in layout.decode(res.x, params).items()}
+        nan |= res.nan
+        ran = running & (res.iterations > 0)
+        converged = torch.where(ran, res.converged, converged)
+        iterations[:, s] = res.iterations
+        seconds.append(res.seconds)
+
+    all_rows = torch.arange(N, device=device)
+    layout = objective.layout
+    energies = objective.term_energies(layout.encode(params), all_rows)
+    energies["total"] = sum(energies.values())
+    return FitResult(params=params, K=camera.K, image_size=camera.image_size, energies=energies,
+                     converged=converged, nan=nan, no_evidence=no_evidence, iterations=iterations,
+                     stage_names=[st.name for st in recipe.stages], stage_seconds=seconds,
+                     transl_from_torso=from_torso,
+                     info={"recipe": recipe.name, "camera_mode": camera.mode})

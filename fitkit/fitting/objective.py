@@ -1,0 +1,184 @@
+"""One stage's objective: weighted residuals of all its terms, per sample.
+
+The per-sample energy is ``E_b = sum_r r[b, r]**2`` with ``r`` the
+concatenation of ``sqrt(weight_t) * term_t.residuals(...)``. Samples never
+interact, so every quantity here can be evaluated for any subset of rows
+(``index``): solvers only spend work on the samples still running.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from fitkit.body.points import PointRig
+from fitkit.fitting.camera_setup import FitCamera
+from fitkit.fitting.params import ParamLayout
+from fitkit.terms.base import Batch, Needs, Term
+
+__all__ = ["WeightedTerm", "Objective"]
+
+
+@dataclass
+class WeightedTerm:
+    """A term instance with its recipe key and its weight in the current stage."""
+
+    key: str
+    term: Term
+    weight: float
+
+
+class Objective:
+    """Residuals of a stage as a function of the packed free parameters.
+
+    Args:
+        model: the body model.
+        terms: the stage's weighted terms (already ``setup``).
+        layout: packing of the free parameters.
+        fixed: smplx-named (N, ...) values of all parameters; non-free ones stay
+            at these values.
+        init: smplx-named (N, ...) initial parameters (for priors that use them).
+        camera: the fit's camera.
+    """
+
+    def __init__(self, model, terms: Sequence[WeightedTerm], layout: ParamLayout,
+                 fixed: Mapping[str, torch.Tensor], init: Mapping[str, torch.Tensor], camera: FitCamera):
+        if not terms:
+            raise ValueError("a stage needs at least one term with a nonzero weight")
+        self.model = model
+        self.terms = list(terms)
+        self.layout = layout
+        self.fixed = dict(fixed)
+        self.init = dict(init)
+        self.camera = camera
+        self._sqrt_w = [math.sqrt(t.weight) for t in self.terms]
+        self._needs = [t.term.needs() for t in self.terms]
+        kp_sets = {n.keypoints for n in self._needs if n.keypoints is not None}
+        if len(kp_sets) > 1:
+            raise ValueError(f"terms of one stage need different keypoint sets {sorted(kp_sets)}; "
+                             "fit them in separate stages or convert the observations")
+        joints = any(n.joints for n in self._needs)
+        vsel = [n.vertices for n in self._needs if n.vertices is not None]
+        self._vertex_rows: list[torch.Tensor | None] = [None] * len(self.terms)
+        vertices = None
+        if vsel:
+            if len(set(vsel)) == 1:
+                vertices = vsel[0]
+            else:  # evaluate the whole mesh; each term reads its own rows
+                vertices = "all"
+                for i, n in enumerate(self._needs):
+                    if n.vertices is not None and n.vertices != "all":
+                        self._vertex_rows[i] = torch.as_tensor(n.vertices, dtype=torch.long,
+                                                               device=model.device)
+        self.rig = None
+        if kp_sets or joints or vertices is not None:
+            self.rig = PointRig(model, keypoints=next(iter(kp_sets), None), joints=joints, vertices=vertices)
+
+    @property
+    def num_samples(self) -> int:
+        return self.camera.K.shape[0]
+
+    # ------------------------------------------------------------ evaluation
+    def params(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """smplx-named parameters (B, ...) of rows ``index`` for packed ``x`` (B, D)."""
+        fixed = {k: v.index_select(0, index) for k, v in self.fixed.items()}
+        return self.layout.decode(x, fixed)
+
+    def _batch(self, params, index, points, i) -> Batch:
+        b = Batch(index=index, params=params,
+                  init={k: v.index_select(0, index) for k, v in self.init.items()},
+                  K=self.camera.K.index_select(0, index),
+                  pixel_scale=self.camera.pixel_scale.index_select(0, index))
+        if points is not None:
+            self._attach_points(b, points, i)
+        return b
+
+    def _attach_points(self, b: Batch, points: torch.Tensor, i: int) -> None:
+        """Give term ``i``'s batch the model outputs it declared, sliced from the rig's points."""
+        need = self._needs[i]
+        sl = self.rig.slices
+        if need.keypoints is not None:
+            b.keypoints = points[:, sl["keypoints"]]
+        if need.joints:
+            b.joints = points[:, sl["joints"]]
+        if need.vertices is not None:
+            v = points[:, sl["vertices"]]
+            rows = self._vertex_rows[i]
+            b.vertices = v if rows is None else v.index_select(1, rows)
+
+    def _points(self, params):
+        if self.rig is None:
+            return None
+        return self.rig.forward(params["global_orient"], params["body_pose"], params["betas"], params["transl"])
+
+    def term_residuals(self, x: torch.Tensor, index: torch.Tensor) -> list[torch.Tensor]:
+        """Weighted residuals of each term, [(B, R_t)], differentiable in ``x``."""
+        params = self.params(x, index)
+        points = self._points(params)
+        return [s * wt.term.residuals(self._batch(params, index, points, i))
+                for i, (wt, s) in enumerate(zip(self.terms, self._sqrt_w))]
+
+    def residuals(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """(B, R) weighted residuals of rows ``index`` at packed parameters ``x`` (B, D)."""
+        return torch.cat(self.term_residuals(x, index), dim=1)
+
+    def energy(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """(B,) per-sample energy."""
+        r = self.residuals(x, index)
+        return (r * r).sum(dim=1)
+
+    def term_energies(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Recipe key -> (B,) weighted energy of that term."""
+        with torch.no_grad():
+            return {wt.key: (r * r).sum(dim=1) for wt, r in zip(self.terms, self.term_residuals(x, index))}
+
+    def residuals_and_jacobian(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residuals (B, R) and their Jacobian (B, R, D) with respect to ``x``.
+
+        The body's points come with analytic Jacobians (:class:`PointRig`);
+        each term is then pushed forward along the D parameter directions with
+        forward-mode AD (``torch.func.jvp`` under ``vmap``), the point tangents
+        being the body Jacobian's columns and the parameter tangents one-hot.
+        Needs the axis-angle layout (``x`` holds the free parameters as they are).
+        """
+        layout = self.layout
+        cols = torch.as_tensor(layout.body_columns(), device=x.device)
+        params = self.params(x, index)
+        B, D = x.shape
+        points = jac_pts = None
+        if self.rig is not None:
+            points, jac_full = self.rig.forward_with_jacobian(
+                params["global_orient"], params["body_pose"], params["betas"], params["transl"])
+            jac_pts = jac_full.index_select(3, cols).permute(3, 0, 1, 2)  # (D, B, P, 3)
+        free = {name: params[name] for name in layout.free}
+        # one-hot tangents of the free parameters, (D, B, width) each
+        eye = torch.eye(D, dtype=x.dtype, device=x.device)
+        free_tangents = {name: eye[:, None, layout.slices[name]].expand(D, B, -1) for name in layout.free}
+        template = self._batch(params, index, None, 0)
+
+        rs, js = [], []
+        for i, (wt, s) in enumerate(zip(self.terms, self._sqrt_w)):
+            def f(pts, fp, i=i, wt=wt, s=s):
+                p = dict(params)
+                p.update(fp)
+                b = Batch(index=index, params=p, init=template.init, K=template.K,
+                          pixel_scale=template.pixel_scale)
+                if pts is not None:
+                    self._attach_points(b, pts, i)
+                return s * wt.term.residuals(b)
+
+            if points is None:
+                def col(tf, f=f):
+                    return torch.func.jvp(lambda fp: f(None, fp), (free,), (tf,))
+            else:
+                def col(tp, tf, f=f):
+                    return torch.func.jvp(f, (points, free), (tp, tf))
+            args = (free_tangents,) if points is None else (jac_pts, free_tangents)
+            r, jt = torch.func.vmap(col, out_dims=(None, 0))(*args)  # (B, R_t), (D, B, R_t)
+            rs.append(r)
+            js.append(jt)
+        r = torch.cat(rs, dim=1)
+        J = torch.cat(js, dim=2).permute(1, 2, 0)  # (B, R, D)
+        return r, J

@@ -1,0 +1,221 @@
+"""Fitting recipes: YAML files that say what to fit, with what, in which order.
+
+A recipe is data only; the engine stays generic. Layout::
+
+    name: smplify_modified
+    description: ...
+    plugins: [my_package.my_terms]     # optional: modules that register extra terms
+    body: {model: open, gender: neutral, num_betas: 10}
+    camera: {mode: full, focal: auto}  # see fitkit.fitting.camera_setup
+    init: {transl: auto}               # auto | keep | torso
+    terms:                             # every term used by any stage, by key
+      keypoints: {type: keypoints2d, weight: 5.0, sigma: 100, scale_by_size: true}
+      pose:      {type: gmm, weight: 22.85, path: ${FITKIT_PRIORS}/gmm_08.pkl}
+    stages:
+      - name: camera
+        free: [global_orient, transl]
+        terms: {keypoints: 1.0}        # key: weight (overrides the term's weight);
+                                       # a list of keys keeps the terms' weights
+        solver: {type: lm, iterations: 20}
+        rotation: axis_angle           # or rot6d (gradient solvers only)
+
+A term's ``type`` is a registered name (:func:`fitkit.terms.base.register_term`);
+every other key of a term except ``weight`` goes to its constructor. Weights
+scale energies (SPIN's ``pose_prior_weight = 4.78`` is ``weight: 22.85``).
+Overrides from the command line use dotted paths with YAML values:
+``stages.1.solver.iterations=50``, ``terms.pose.path=/data/gmm_08.pkl``.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from fitkit.errors import FitkitError
+
+__all__ = ["Recipe", "StageSpec", "RecipeError", "load_recipe", "recipe_from_dict", "RECIPE_DIR",
+           "apply_overrides"]
+
+#: The recipes shipped with fitkit (``fitting_configs/`` at the repository root).
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "fitting_configs"
+
+_TOP_KEYS = {"name", "description", "plugins", "body", "camera", "init", "terms", "stages"}
+_STAGE_KEYS = {"name", "free", "terms", "solver", "rotation"}
+
+
+class RecipeError(FitkitError, ValueError):
+    """A recipe that cannot be used; the message names the file and the key."""
+
+
+@dataclass
+class StageSpec:
+    """One stage: free parameters, term weights by key, solver spec, rotation form."""
+
+    name: str
+    free: list[str]
+    terms: dict[str, float]
+    solver: dict[str, Any]
+    rotation: str = "axis_angle"
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str
+    body: dict[str, Any]
+    camera: dict[str, Any]
+    init: dict[str, Any]
+    terms: dict[str, dict[str, Any]]
+    stages: list[StageSpec]
+    plugins: list[str] = field(default_factory=list)
+    source: str = "<dict>"
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def term_args(self, key: str) -> tuple[str, float, dict[str, Any]]:
+        """(type, default weight, constructor kwargs) of term ``key``."""
+        spec = dict(self.terms[key])
+        kind = spec.pop("type")
+        weight = float(spec.pop("weight", 1.0))
+        return kind, weight, spec
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.data, sort_keys=False)
+
+
+def _resolve(path_or_name: str | Path) -> Path:
+    p = Path(path_or_name)
+    if p.exists():
+        return p
+    if p.suffix == "" and (RECIPE_DIR / f"{p.name}.yaml").exists():
+        return RECIPE_DIR / f"{p.name}.yaml"
+    shipped = sorted(q.stem for q in RECIPE_DIR.glob("*.yaml")) if RECIPE_DIR.exists() else []
+    raise RecipeError(f"{path_or_name}: recipe file not found (shipped recipes: {shipped})")
+
+
+def apply_overrides(data: dict, overrides: Sequence[str], source: str = "<overrides>") -> dict:
+    """Set dotted keys (``a.b.0.c=value``, value parsed as YAML) in a copy of ``data``."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"{source}: override {item!r} must look like key.path=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        parts = key.strip().split(".")
+        node = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                try:
+                    j = int(part)
+                    node[j]
+                except (ValueError, IndexError):
+                    raise RecipeError(f"{source}: override {key!r}: {part!r} is not an index of a "
+                                      f"list of {len(node)}") from None
+                if last:
+                    node[j] = value
+                else:
+                    node = node[j]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise RecipeError(f"{source}: override {key!r}: cannot descend into {part!r}")
+    return data
+
+
+def _import_plugin(name: str, source: str) -> None:
+    try:
+        if name.endswith(".py"):
+            path = Path(name)
+            if not path.is_absolute() and source not in ("<dict>", "<overrides>"):
+                path = Path(source).parent / path
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or not path.exists():
+                raise ImportError(f"no such file {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(name)
+    except ImportError as exc:
+        raise RecipeError(f"{source}: plugins: cannot import {name!r}: {exc}") from exc
+
+
+def recipe_from_dict(data: dict, source: str = "<dict>") -> Recipe:
+    """Validate a parsed recipe; errors name the source and the key."""
+    from fitkit.terms.base import get_term_class  # late: registers the built-ins
+
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping, got {type(data).__name__}")
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise RecipeError(f"{source}: unknown top-level key(s) {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
+    for plugin in data.get("plugins") or []:
+        _import_plugin(str(plugin), source)
+    terms = data.get("terms") or {}
+    if not isinstance(terms, dict) or not terms:
+        raise RecipeError(f"{source}: 'terms' must be a non-empty mapping of key -> {{type: ..., ...}}")
+    for key, spec in terms.items():
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise RecipeError(f"{source}: terms.{key} needs a 'type' (a registered term name)")
+        try:
+            get_term_class(spec["type"])
+        except ValueError as exc:
+            raise RecipeError(f"{source}: terms.{key}.type: {exc}") from None
+    raw_stages = data.get("stages")
+    if not isinstance(raw_stages, list) or not raw_stages:
+        raise RecipeError(f"{source}: 'stages' must be a non-empty list")
+    stages = []
+    for i, st in enumerate(raw_stages):
+        where = f"{source}: stages.{i}"
+        if not isinstance(st, dict):
+            raise RecipeError(f"{where} must be a mapping")
+        unknown = set(st) - _STAGE_KEYS
+        if unknown:
+            raise RecipeError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(_STAGE_KEYS)}")
+        st_terms = st.get("terms")
+        if isinstance(st_terms, list):
+            st_terms = {k: None for k in st_terms}
+        if not isinstance(st_terms, dict) or not st_terms:
+            raise RecipeError(f"{where}.terms: a non-empty mapping key -> weight (or a list of keys)")
+        weights = {}
+        for k, w in st_terms.items():
+            if k not in terms:
+                raise RecipeError(f"{where}.terms: {k!r} is not defined under the recipe's 'terms' "
+                                  f"(defined: {sorted(terms)})")
+            w = terms[k].get("weight", 1.0) if w is None else w
+            if not isinstance(w, (int, float)) or w < 0:
+                raise RecipeError(f"{where}.terms.{k}: weight must be a number >= 0, got {w!r}")
+            weights[k] = float(w)
+        free = st.get("free")
+        if not isinstance(free, list) or not free:
+            raise RecipeError(f"{where}.free: a non-empty list of parameter names")
+        solver = st.get("solver")
+        if not isinstance(solver, dict) or "type" not in solver:
+            raise RecipeError(f"{where}.solver: a mapping with a 'type' (adam, lbfgs, lm)")
+        stages.append(StageSpec(name=str(st.get("name", f"stage{i}")), free=[str(f) for f in free],
+                                terms=weights, solver=dict(solver),
+                                rotation=str(st.get("rotation", "axis_angle"))))
+    return Recipe(name=str(data.get("name", Path(source).stem)), description=str(data.get("description", "")),
+                  body=dict(data.get("body") or {}), camera=dict(data.get("camera") or {}),
+                  init=dict(data.get("init") or {}), terms={k: dict(v) for k, v in terms.items()},
+                  stages=stages, plugins=list(data.get("plugins") or []), source=source, data=data)
+
+
+def load_recipe(path_or_name: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read a recipe file (or a shipped recipe by name) and apply ``key.path=value`` overrides."""
+    path = _resolve(path_or_name)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RecipeError(f"{path}: cannot read the recipe: {exc}") from exc
+    data = apply_overrides(data, overrides, str(path))
+    return recipe_from_dict(data, str(path))

@@ -1,0 +1,4 @@
+"""Data terms. Each lives in its own module and registers itself by name
+(see :mod:`fitkit.terms.base`)."""
+from fitkit.terms.base import Batch, Needs, SetupContext, Term, register_term  # noqa: F401
+from fitkit.terms import keypoints2d  # noqa: F401  (registers 'keypoints2d')
