@@ -11,3 +11,11 @@ class ModelFileError(FitkitError, ValueError):
 
 class ParameterError(FitkitError, ValueError):
     """A parameter tensor has the wrong shape, dtype or values."""
+
+
+class ObservationError(FitkitError, ValueError):
+    """Image observations (keypoints, image sizes, cameras) or their file are invalid."""
+
+
+class ObservationWarning(UserWarning):
+    """Observations were repaired on load (e.g. NaN keypoints set to confidence 0)."""

@@ -1,0 +1,487 @@
+"""Image observations for fitting: 2D keypoints, image sizes, cameras, boxes.
+
+:class:`Observations` is the one container the fitting engine reads; every
+reader in :mod:`fitkit.io.keypoint_readers` produces it, and
+:func:`save_observations` / :func:`load_observations` store it as a
+pickle-free ``.npz`` file (schema ``fitkit.observations/1``, documented field
+by field in ``docs/observations.md``).
+
+Conventions: batch (frame) dimension first; pixels in full-image coordinates,
+integer coordinates at pixel *centres* (see ``docs/conventions.md``);
+intrinsics in OpenCV form.
+
+Validation policy (applied by :meth:`Observations.from_arrays`, and so by
+every reader and by :func:`load_observations`):
+
+* A keypoint whose x, y or confidence is NaN or +-inf becomes (0, 0, 0),
+  i.e. "not observed". This is never silent: the number of such keypoints is
+  stored in ``Observations.invalid_keypoints`` and an
+  :class:`~fitkit.errors.ObservationWarning` names the source, the field and
+  the count.
+* Everything else that is wrong raises :class:`~fitkit.errors.ObservationError`
+  (a ``ValueError``) whose message starts with the source (file name or
+  ``<arrays>``) and names the field: a confidence outside [0, 1] (after the
+  NaN repair), a wrong number of dimensions or wrong shape, a keypoint count
+  that does not match the format, frame counts that disagree between fields,
+  a non-positive or non-finite image size, bad intrinsics (non-finite,
+  non-positive focal, last row not (0, 0, 1)), a bad box (non-finite or
+  x1 < x0 / y1 < y0), empty / duplicated / path-like frame ids, an unknown
+  keypoint format, a missing required field, an unreadable or corrupt file,
+  a wrong schema or an unknown file entry.
+* Keypoints outside the image are allowed (truncated people are common).
+* Frames whose confidences are all zero are allowed. They carry no evidence:
+  the fitting engine flags them ``no_evidence`` and passes their
+  initialisation through unchanged. :attr:`Observations.has_evidence` gives
+  the per-frame mask.
+
+Constructing :class:`Observations` directly only checks shapes and types
+(cheap, no device synchronisation, suitable inside a fitting loop); build
+from untrusted data with :meth:`Observations.from_arrays`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from fitkit.body.keypoint_formats import KeypointFormat, get_format
+from fitkit.errors import ObservationError, ObservationWarning
+from fitkit.io.atomic import atomic_write
+
+SCHEMA = "fitkit.observations/1"
+
+#: Entries a ``fitkit.observations/1`` file may hold.
+REQUIRED_ENTRIES = ("schema", "keypoints", "keypoint_format", "image_size")
+OPTIONAL_ENTRIES = ("intrinsics", "bbox", "frame_ids", "image_paths")
+
+
+def default_frame_ids(n: int) -> list[str]:
+    """``['000000', '000001', ...]``: the frame ids used when none are given."""
+    return [f"{i:06d}" for i in range(n)]
+
+
+def _fail(source: str, field: str, message: str) -> ObservationError:
+    return ObservationError(f"{source}: field '{field}' {message}")
+
+
+def _shape_str(shape) -> str:
+    shape = tuple(shape)
+    return f"({shape[0]},)" if len(shape) == 1 else str(shape)
+
+
+def _lookup_format(name, source: str) -> KeypointFormat:
+    if not isinstance(name, str):
+        raise _fail(source, "keypoint_format", f"must be a string, got {type(name).__name__}")
+    try:
+        return get_format(name)
+    except ValueError as exc:
+        raise _fail(source, "keypoint_format", str(exc)) from None
+
+
+@dataclass(eq=False)
+class Observations:
+    """2D observations of N frames (one person per frame).
+
+    Attributes:
+        keypoints: (N, K, 3) float; x, y in full-image pixels, confidence in
+            [0, 1] (0 = not observed).
+        keypoint_format: canonical format name (``get_format(...).name``);
+            aliases given here are replaced by the canonical name.
+        image_size: (N, 2) float (width, height) in pixels.
+        intrinsics: (N, 3, 3) full-image K in pixels, or None (the fit then
+            uses a default camera).
+        bbox: (N, 4) float x0, y0, x1, y1 in pixels, or None.
+        frame_ids: N unique names; None is replaced by ``'000000', '000001', ...``
+            so after construction this is always a list.
+        image_paths: N paths (``''`` where unknown) for overlays, or None.
+        source: where the data came from, used in error messages.
+
+    Instances compare by identity (``eq=False``): tensors have no single truth value.
+        invalid_keypoints: how many NaN/inf keypoints were turned into
+            confidence 0 when the data was read. It counts the whole source:
+            :meth:`subset` and :meth:`to` carry it unchanged, so report it
+            once per source, not once per batch.
+    """
+
+    keypoints: torch.Tensor
+    keypoint_format: str
+    image_size: torch.Tensor
+    intrinsics: Optional[torch.Tensor] = None
+    bbox: Optional[torch.Tensor] = None
+    frame_ids: Optional[list[str]] = None
+    image_paths: Optional[list[str]] = None
+    source: str = "<memory>"
+    invalid_keypoints: int = 0
+
+    def __post_init__(self):
+        src = self.source
+        fmt = _lookup_format(self.keypoint_format, src)
+        self.keypoint_format = fmt.name
+        k = fmt.num_keypoints
+        kp = self.keypoints
+        if not isinstance(kp, torch.Tensor) or not kp.is_floating_point():
+            raise _fail(src, "keypoints", f"must be a floating-point tensor of shape (N, {k}, 3), "
+                                          f"got {type(kp).__name__} {getattr(kp, 'dtype', '')}".rstrip())
+        if kp.dim() != 3 or kp.shape[1:] != (k, 3):
+            raise _fail(src, "keypoints", f"has shape {_shape_str(kp.shape)}, expected (N, {k}, 3) "
+                                          f"for format '{fmt.name}'")
+        n = kp.shape[0]
+        for name, trailing in (("image_size", (2,)), ("intrinsics", (3, 3)), ("bbox", (4,))):
+            value = getattr(self, name)
+            if value is None:
+                if name == "image_size":
+                    raise _fail(src, name, "is required")
+                continue
+            want = _shape_str((n,) + trailing)
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                raise _fail(src, name, f"must be a floating-point tensor of shape {want}, "
+                                       f"got {type(value).__name__}")
+            if tuple(value.shape) != (n,) + trailing:
+                raise _fail(src, name, f"has shape {_shape_str(value.shape)}, expected {want} "
+                                       f"(N={n} frames from 'keypoints')")
+        if self.frame_ids is None:
+            self.frame_ids = default_frame_ids(n)
+        for name in ("frame_ids", "image_paths"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = list(value)
+            if len(value) != n:
+                raise _fail(src, name, f"has {len(value)} entries, expected {n} (N from 'keypoints')")
+            if not all(isinstance(v, str) for v in value):
+                raise _fail(src, name, "must hold strings")
+            setattr(self, name, value)
+
+    # ------------------------------------------------------------ properties
+
+    def __len__(self) -> int:
+        return self.keypoints.shape[0]
+
+    @property
+    def format(self) -> KeypointFormat:
+        """The :class:`~fitkit.body.keypoint_formats.KeypointFormat` of the keypoints."""
+        return get_format(self.keypoint_format)
+
+    @property
+    def num_keypoints(self) -> int:
+        return self.keypoints.shape[1]
+
+    @property
+    def confidence(self) -> torch.Tensor:
+        """(N, K) keypoint confidences."""
+        return self.keypoints[..., 2]
+
+    @property
+    def has_evidence(self) -> torch.Tensor:
+        """(N,) bool: frames with at least one keypoint of confidence > 0."""
+        return (self.keypoints[..., 2] > 0).any(dim=1)
+
+    # ------------------------------------------------------------ copies
+
+    def to(self, device=None, dtype: Optional[torch.dtype] = None) -> "Observations":
+        """A copy with every tensor on ``device``; ``dtype`` (floating) applies to all of them."""
+        if dtype is not None and not dtype.is_floating_point:
+            raise ObservationError(f"{self.source}: Observations.to(dtype={dtype}) needs a floating dtype")
+
+        def move(t):
+            return None if t is None else t.to(device=device, dtype=dtype)
+
+        return dataclasses.replace(
+            self, keypoints=move(self.keypoints), image_size=move(self.image_size),
+            intrinsics=move(self.intrinsics), bbox=move(self.bbox),
+            frame_ids=list(self.frame_ids),
+            image_paths=None if self.image_paths is None else list(self.image_paths))
+
+    def subset(self, index) -> "Observations":
+        """The frames selected by ``index`` (an int, a slice, a sequence or tensor of
+        ints, or an (N,) bool mask), in that order; the batch dimension is kept.
+        ``source`` and ``invalid_keypoints`` are carried over."""
+        n = len(self)
+        if isinstance(index, slice):
+            rows = list(range(n))[index]
+        else:
+            arr = index.detach().cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
+            if arr.dtype == bool:
+                if arr.shape != (n,):
+                    raise IndexError(f"{self.source}: bool mask has shape {arr.shape}, expected ({n},)")
+                rows = np.flatnonzero(arr).tolist()
+            elif arr.dtype.kind in "iu":
+                rows = arr.reshape(-1).tolist()
+            else:
+                raise IndexError(f"{self.source}: cannot index frames with {type(index).__name__}")
+            bad = [r for r in rows if not -n <= r < n]
+            if bad:
+                raise IndexError(f"{self.source}: frame index {bad[0]} out of range for {n} frames")
+            rows = [r % n for r in rows]
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.keypoints.device)
+
+        def pick(t):
+            return None if t is None else t.index_select(0, idx.to(t.device))
+
+        return dataclasses.replace(
+            self, keypoints=pick(self.keypoints), image_size=pick(self.image_size),
+            intrinsics=pick(self.intrinsics), bbox=pick(self.bbox),
+            frame_ids=[self.frame_ids[r] for r in rows],
+            image_paths=None if self.image_paths is None else [self.image_paths[r] for r in rows])
+
+    # ------------------------------------------------------------ validated construction
+
+    @classmethod
+    def from_arrays(cls, keypoints, keypoint_format: str, image_size, *, intrinsics=None, bbox=None,
+                    frame_ids: Optional[Sequence[str]] = None, image_paths: Optional[Sequence[str]] = None,
+                    source: str = "<arrays>", dtype: torch.dtype = torch.float32) -> "Observations":
+        """Validate numpy arrays or tensors and build :class:`Observations` on the CPU.
+
+        Args:
+            keypoints: (N, K, 3) x, y (pixels), confidence in [0, 1].
+            keypoint_format: a format name or alias (see ``get_format``).
+            image_size: (N, 2) or one (2,) (width, height) shared by all frames.
+            intrinsics: None, (N, 3, 3) or one (3, 3) shared by all frames.
+            bbox: None, (N, 4) or one (4,) x0, y0, x1, y1 shared by all frames.
+            frame_ids: N unique, non-empty names without '/' or '\\'
+                (they may become file names); default ``'000000'...``.
+            image_paths: N paths, '' where unknown.
+            source: named in error messages and warnings.
+            dtype: floating dtype of the tensors.
+        Raises:
+            ObservationError: see the module docstring. NaN/inf keypoints are
+            repaired with an ObservationWarning instead.
+        """
+        fields = _validate(keypoints, keypoint_format, image_size, intrinsics, bbox, frame_ids,
+                           image_paths, source, repair=True)
+        to_t = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype)  # noqa: E731
+        return cls(keypoints=to_t(fields["keypoints"]), keypoint_format=fields["keypoint_format"],
+                   image_size=to_t(fields["image_size"]), intrinsics=to_t(fields["intrinsics"]),
+                   bbox=to_t(fields["bbox"]), frame_ids=fields["frame_ids"],
+                   image_paths=fields["image_paths"], source=source,
+                   invalid_keypoints=fields["invalid_keypoints"])
+
+
+# ---------------------------------------------------------------- validation
+
+def _numeric(value, field: str, source: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise _fail(source, field, f"is not a numeric array ({exc})") from None
+    if arr.dtype.kind not in "fiu":
+        raise _fail(source, field, f"must be numeric, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def _per_frame(value, field: str, source: str, n: int, trailing: tuple) -> np.ndarray:
+    """A (N, *trailing) array; a single (*trailing) value is repeated for every frame."""
+    arr = _numeric(value, field, source)
+    if arr.shape == trailing:
+        arr = np.broadcast_to(arr, (n,) + trailing).copy()
+    want = _shape_str((n,) + trailing)
+    if arr.shape != (n,) + trailing:
+        raise _fail(source, field, f"has shape {_shape_str(arr.shape)}, expected {want} or "
+                                   f"{_shape_str(trailing)} (N={n} frames from 'keypoints')")
+    return arr
+
+
+def _bad_frames(mask: np.ndarray) -> str:
+    rows = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    more = f" (+{len(rows) - 10} more)" if len(rows) > 10 else ""
+    return f"frames {rows[:10].tolist()}{more}"
+
+
+def _names(values, field: str, source: str, n: int, ids: bool) -> Optional[list[str]]:
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)):
+        raise _fail(source, field, f"must be a sequence of {n} strings, got a single string")
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    values = list(values)
+    if len(values) != n:
+        raise _fail(source, field, f"has {len(values)} entries, expected {n} (N from 'keypoints')")
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and ids:
+            v = str(v)
+        if not isinstance(v, str):
+            raise _fail(source, field, f"entry {i} is {type(v).__name__}, expected a string")
+        out.append(v)
+    if ids:
+        for i, v in enumerate(out):
+            if not v or "/" in v or "\\" in v:
+                raise _fail(source, field, f"entry {i} ({v!r}) must be a non-empty name without '/' or '\\'")
+        seen = {}
+        for i, v in enumerate(out):
+            if v in seen:
+                raise _fail(source, field, f"entries {seen[v]} and {i} are both {v!r}; frame ids must be unique")
+            seen[v] = i
+    return out
+
+
+def _validate(keypoints, keypoint_format, image_size, intrinsics, bbox, frame_ids, image_paths,
+              source: str, repair: bool) -> dict:
+    """Check every field as numpy float64; NaN keypoints repaired (with a warning) if ``repair``."""
+    fmt = _lookup_format(keypoint_format, source)
+    k = fmt.num_keypoints
+    if keypoints is None:
+        raise _fail(source, "keypoints", "is required")
+    if image_size is None:
+        raise _fail(source, "image_size", "is required")
+    kp = _numeric(keypoints, "keypoints", source)
+    if kp.ndim != 3 or kp.shape[1:] != (k, 3):
+        raise _fail(source, "keypoints", f"has shape {_shape_str(kp.shape)}, expected (N, {k}, 3) "
+                                         f"for format '{fmt.name}'")
+    n = kp.shape[0]
+    if n == 0:
+        raise _fail(source, "keypoints", "has no frames (N = 0)")
+
+    nonfinite = ~np.isfinite(kp).all(axis=2)
+    invalid = int(nonfinite.sum())
+    if invalid:
+        if not repair:
+            raise _fail(source, "keypoints", f"has {invalid} keypoint(s) with NaN/inf values in "
+                                             f"{_bad_frames(nonfinite)}")
+        kp = kp.copy()
+        kp[nonfinite] = 0.0
+        warnings.warn(f"{source}: field 'keypoints' has {invalid} keypoint(s) with NaN/inf x, y or "
+                      f"confidence in {_bad_frames(nonfinite)}; they were set to (0, 0, confidence 0)",
+                      ObservationWarning, stacklevel=3)
+    conf = kp[..., 2]
+    out_of_range = (conf < 0) | (conf > 1)
+    if out_of_range.any():
+        f, j = np.argwhere(out_of_range)[0]
+        raise _fail(source, "keypoints", f"confidence must lie in [0, 1]; {int(out_of_range.sum())} value(s) "
+                                         f"outside it, first at frame {f}, keypoint {j} "
+                                         f"('{fmt.names[j]}'): {conf[f, j]!r}")
+
+    size = _per_frame(image_size, "image_size", source, n, (2,))
+    bad = ~np.isfinite(size) | (size <= 0)
+    if bad.any():
+        raise _fail(source, "image_size", f"(width, height) must be finite and > 0; bad in {_bad_frames(bad)}")
+
+    if intrinsics is not None:
+        intrinsics = _per_frame(intrinsics, "intrinsics", source, n, (3, 3))
+        bad = ~np.isfinite(intrinsics)
+        if bad.any():
+            raise _fail(source, "intrinsics", f"must be finite; bad in {_bad_frames(bad)}")
+        bad = (intrinsics[:, 0, 0] <= 0) | (intrinsics[:, 1, 1] <= 0)
+        if bad.any():
+            raise _fail(source, "intrinsics", f"focal lengths K[0,0], K[1,1] must be > 0; bad in {_bad_frames(bad)}")
+        bad = (intrinsics[:, 2, :] != np.array([0.0, 0.0, 1.0])).any(axis=1)
+        if bad.any():
+            raise _fail(source, "intrinsics", f"last row must be (0, 0, 1); bad in {_bad_frames(bad)}")
+
+    if bbox is not None:
+        bbox = _per_frame(bbox, "bbox", source, n, (4,))
+        bad = ~np.isfinite(bbox)
+        if bad.any():
+            raise _fail(source, "bbox", f"must be finite; bad in {_bad_frames(bad)}")
+        bad = (bbox[:, 2] < bbox[:, 0]) | (bbox[:, 3] < bbox[:, 1])
+        if bad.any():
+            raise _fail(source, "bbox", f"(x0, y0, x1, y1) needs x1 >= x0 and y1 >= y0; bad in {_bad_frames(bad)}")
+
+    return {
+        "keypoints": kp, "keypoint_format": fmt.name, "image_size": size, "intrinsics": intrinsics,
+        "bbox": bbox, "frame_ids": _names(frame_ids, "frame_ids", source, n, ids=True),
+        "image_paths": _names(image_paths, "image_paths", source, n, ids=False),
+        "invalid_keypoints": invalid,
+    }
+
+
+# ---------------------------------------------------------------- file
+
+def save_observations(path, obs: Observations) -> Path:
+    """Write ``obs`` to a ``fitkit.observations/1`` .npz file, atomically.
+
+    The file is exactly ``path`` (no suffix is added). Strings are stored as
+    numpy unicode arrays, so the file loads with ``allow_pickle=False``.
+    Optional fields that are None are left out. Observations that fail
+    validation (including NaN keypoints) are refused with ObservationError
+    naming ``path``; ``source`` and ``invalid_keypoints`` are not stored.
+    """
+    path = Path(path)
+    src = str(path)
+    if not isinstance(obs, Observations):
+        raise ObservationError(f"{src}: expected Observations, got {type(obs).__name__}")
+    numpy = lambda t: None if t is None else t.detach().cpu().numpy()  # noqa: E731
+    _validate(numpy(obs.keypoints), obs.keypoint_format, numpy(obs.image_size), numpy(obs.intrinsics),
+              numpy(obs.bbox), obs.frame_ids, obs.image_paths, src, repair=False)
+    arrays = {
+        "schema": np.array(SCHEMA),
+        "keypoint_format": np.array(obs.keypoint_format),
+        "keypoints": numpy(obs.keypoints),
+        "image_size": numpy(obs.image_size),
+        "frame_ids": np.array(obs.frame_ids, dtype=str),
+    }
+    for name in ("intrinsics", "bbox"):
+        if getattr(obs, name) is not None:
+            arrays[name] = numpy(getattr(obs, name))
+    if obs.image_paths is not None:
+        arrays["image_paths"] = np.array(obs.image_paths, dtype=str)
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return path
+
+
+def _string(entries: dict, name: str, src: str, ndim: int):
+    arr = entries[name]
+    if arr.dtype.kind != "U" or arr.ndim != ndim:
+        want = "a string" if ndim == 0 else "a 1-D array of strings"
+        shape = _shape_str(arr.shape) if arr.ndim else "()"
+        raise _fail(src, name, f"must be {want}, got dtype {arr.dtype} shape {shape}")
+    return arr.item() if ndim == 0 else arr.tolist()
+
+
+def load_observations(path, *, dtype: torch.dtype = torch.float32) -> Observations:
+    """Read a ``fitkit.observations/1`` .npz file (``np.load(allow_pickle=False)``).
+
+    Returns Observations with ``source = str(path)``; optional entries absent
+    from the file are None (``frame_ids`` then defaults to ``'000000'...``).
+    Raises ObservationError naming the file and the field; NaN/inf keypoints
+    are repaired with an ObservationWarning (see the module docstring).
+    """
+    path = Path(path)
+    src = str(path)
+    if not path.exists():
+        raise ObservationError(f"{src}: observation file not found")
+    if not path.is_file():
+        raise ObservationError(f"{src}: not a file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ObservationError(f"{src}: cannot read as a .npz archive without pickles "
+                               f"({type(exc).__name__}: {exc})") from None
+    if isinstance(data, np.ndarray):
+        raise ObservationError(f"{src}: is a single .npy array, not a fitkit observations .npz "
+                               f"(use read_keypoint_array for bare keypoint arrays)")
+    try:
+        with data:
+            entries = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise ObservationError(f"{src}: corrupt .npz archive or an entry needing pickles "
+                               f"({type(exc).__name__}: {exc})") from None
+
+    if "schema" not in entries:
+        raise _fail(src, "schema", f"is missing; this is not a fitkit observations file (expected '{SCHEMA}')")
+    schema = _string(entries, "schema", src, 0)
+    if schema != SCHEMA:
+        raise _fail(src, "schema", f"is {schema!r}, expected {SCHEMA!r}")
+    unknown = sorted(set(entries) - set(REQUIRED_ENTRIES) - set(OPTIONAL_ENTRIES))
+    if unknown:
+        raise _fail(src, unknown[0], f"is not part of schema {SCHEMA!r}; known fields: "
+                                     f"{', '.join(REQUIRED_ENTRIES + OPTIONAL_ENTRIES)}")
+    for name in REQUIRED_ENTRIES:
+        if name not in entries:
+            raise _fail(src, name, "is missing (required)")
+    fmt = _string(entries, "keypoint_format", src, 0)
+    names = {n: _string(entries, n, src, 1) if n in entries else None for n in ("frame_ids", "image_paths")}
+    return Observations.from_arrays(
+        entries["keypoints"], fmt, entries["image_size"], intrinsics=entries.get("intrinsics"),
+        bbox=entries.get("bbox"), frame_ids=names["frame_ids"], image_paths=names["image_paths"],
+        source=src, dtype=dtype)
