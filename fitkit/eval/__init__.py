@@ -1,0 +1,1 @@
+"""Evaluation helpers: error metrics and synthetic fitting examples."""
