@@ -1,4 +1,4 @@
-"""The ``fitkit`` command line."""
+"""The ``fitkit`` command line: ``demo``, ``fit`` and ``body``."""
 from __future__ import annotations
 
 import argparse
@@ -33,7 +33,7 @@ def _height(vertices: torch.Tensor) -> float:
     return float(vertices[0, :, 1].max() - vertices[0, :, 1].min())
 
 
-def run_demo(args) -> dict:
+def run_body_info(args) -> dict:
     t0 = time.perf_counter()
     model = load_body_model("open", num_betas=10)
     load_s = time.perf_counter() - t0
@@ -73,8 +73,8 @@ def run_demo(args) -> dict:
     return summary
 
 
-def _print_demo(summary: dict) -> None:
-    print("fitkit demo: the open body")
+def _print_body_info(summary: dict) -> None:
+    print("fitkit body: the open body")
     print(f"  {summary['vertices']} vertices, {summary['faces']} faces, {summary['joints']} joints, "
           f"{summary['betas']} betas")
     print("  keypoint sets: " + ", ".join(f"{k} ({n})" for k, n in summary["keypoint_sets"].items()))
@@ -86,20 +86,82 @@ def _print_demo(summary: dict) -> None:
         print(f"  wrote {f}")
 
 
+def _add_fit_parser(sub) -> None:
+    p = sub.add_parser(
+        "fit", help="fit a body model to observed keypoints with a recipe",
+        description="Fit a body model to observations with a recipe and write OUT/result.npz "
+                    "(smplx-named parameters per frame, camera, per-term energies, per-sample flags). "
+                    "Frames with no usable keypoint are passed through unchanged and flagged no_evidence.")
+    p.add_argument("--config", required=True, metavar="RECIPE",
+                   help="recipe YAML file, or the name of a shipped recipe in fitting_configs/ "
+                        "(spin_default, smplify_modified, demo)")
+    p.add_argument("--input", required=True, metavar="OBS",
+                   help="observations: a fitkit .npz observation file, a folder of OpenPose *_keypoints.json, "
+                        "a COCO keypoint .json, or a .npy (N, K, 3) array (then give --keypoint-format and --image-size)")
+    p.add_argument("--init", metavar="INIT",
+                   help="initial parameters: .npz/.json with smplx names (global_orient, body_pose, betas, transl), "
+                        "one row per frame; default: facing the camera, zero pose and shape, translation from the torso")
+    p.add_argument("--output", required=True, metavar="OUT", help="output folder (created)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to fit (default auto: CUDA when available)")
+    p.add_argument("--batch-size", type=int, default=1024, help="frames fitted together (default 1024)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a recipe entry, e.g. terms.pose.path=/data/gmm_08.pkl or "
+                        "stages.1.solver.iterations=50 (repeatable)")
+    p.add_argument("--model", choices=["open", "smpl"], help="body model (default: the recipe's, else open)")
+    p.add_argument("--gender", choices=["neutral", "male", "female"], help="body model gender")
+    p.add_argument("--model-dir", help="folder with licensed model files (default: $FITKIT_MODELS)")
+    p.add_argument("--keypoint-format", help="format of a .npy keypoint array (body25, coco25, blazepose33)")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"),
+                   help="image size for inputs that do not carry it (OpenPose folders, .npy arrays)")
+    p.add_argument("--meshes", action="store_true", help="also write OUT/meshes/<frame>.obj")
+    p.add_argument("--overlays", action="store_true",
+                   help="also write OUT/overlays/<frame>.png: observed and fitted keypoints and the projected mesh")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
+
+
+def _add_demo_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="fit a synthetic open-body example and print before/after metrics",
+        description="Make a synthetic example from the embedded open body (random poses, noisy keypoints "
+                    "with dropouts, a perturbed initialization), fit it, and print MPJPE, PA-MPJPE (mm), "
+                    "the mean 2D keypoint error (px) before and after, and the fit time.")
+    p.add_argument("--frames", type=int, default=16, help="number of synthetic frames (default 16)")
+    p.add_argument("--recipe", default="demo", help="recipe file or shipped name (default demo)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe entry (repeatable)")
+    p.add_argument("--noise-px", type=float, default=2.0, help="keypoint noise std in pixels (default 2)")
+    p.add_argument("--dropout", type=float, default=0.1, help="fraction of dropped keypoints (default 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None, help="folder for the first frame's fitted and true meshes (.obj)")
+    p.add_argument("--json", metavar="PATH",
+                   help='write {"before": {mpjpe, pa_mpjpe, err2d_px}, "after": {...}, "seconds": ...}')
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fitkit", description="Fit SMPL-family body models to image cues.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="load the embedded open body, pose it, write meshes and a summary")
-    demo.add_argument("--output", default="out/demo", help="folder for the meshes (default: out/demo)")
-    demo.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
+    _add_demo_parser(sub)
+    _add_fit_parser(sub)
+    body = sub.add_parser("body", help="describe the embedded open body; write posed meshes")
+    body.add_argument("--output", default="out/body", help="folder for the meshes (default: out/body)")
+    body.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        summary = run_demo(args)
-        _print_demo(summary)
-        if args.json:
-            with atomic_write(args.json) as f:
-                json.dump(summary, f, indent=2)
+        from fitkit.commands import demo
+        summary = demo.run(args)
+        demo.print_summary(summary)
+    elif args.command == "fit":
+        from fitkit.commands import fit
+        summary = fit.run(args)
+        fit.print_summary(summary)
+    else:
+        summary = run_body_info(args)
+        _print_body_info(summary)
+    if args.json:
+        with atomic_write(args.json) as f:
+            json.dump(summary, f, indent=2)
     return 0
 
 

@@ -34,7 +34,7 @@ def _read_ply(path):
 
 
 def test_demo_writes_meshes_and_summary(tmp_path):
-    assert main(["demo", "--output", str(tmp_path / "demo"), "--json", str(tmp_path / "s.json")]) == 0
+    assert main(["body", "--output", str(tmp_path / "demo"), "--json", str(tmp_path / "s.json")]) == 0
     summary = json.loads((tmp_path / "s.json").read_text())
     model = load_body_model("open")
     assert summary["vertices"] == model.num_vertices and summary["joints"] == 24

@@ -1,0 +1,1 @@
+"""Implementations of the ``fitkit`` subcommands (the parser lives in :mod:`fitkit.cli`)."""

@@ -1,0 +1,161 @@
+"""``fitkit fit``: run a recipe on an observation file and write the results."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fitkit.body import load_body_model
+from fitkit.camera import project
+from fitkit.eval.metrics import err2d
+from fitkit.fitting.engine import fit
+from fitkit.fitting.recipe import load_recipe
+from fitkit.io.keypoint_readers import read_keypoints
+from fitkit.io.mesh import write_obj
+from fitkit.io.params import load_params, save_result
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("fitkit fit: --device cuda requested but torch sees no CUDA device")
+    return torch.device(name)
+
+
+class Progress:
+    """A tqdm bar over frames; the postfix shows the running stage and iteration."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True)
+
+    def stage(self, name, it, running, n):
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{name} it {it + 1} running {running}/{n}", refresh=False)
+            self.bar.refresh() if it % 10 == 0 else None
+
+    def done(self, n):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _cat(parts: list[dict]) -> dict:
+    out = {}
+    for k in parts[0]:
+        out[k] = np.concatenate([p[k] for p in parts], axis=0)
+    return out
+
+
+def run(args) -> dict:
+    t0 = time.perf_counter()
+    recipe = load_recipe(args.config, args.set or [])
+    device = pick_device(args.device)
+    body = dict(recipe.body)
+    model = load_body_model(args.model or body.get("model", "open"), args.gender or body.get("gender", "neutral"),
+                            model_dir=args.model_dir, num_betas=int(body.get("num_betas", 10)), device=device)
+    reader_args = {}
+    if args.image_size:
+        reader_args["image_size"] = tuple(args.image_size)
+    if args.keypoint_format:
+        reader_args["keypoint_format"] = args.keypoint_format
+    obs = read_keypoints(args.input, **reader_args)
+    N = len(obs)
+    init = None
+    if args.init:
+        init = load_params(args.init)
+        rows = next(iter(init.values())).shape[0]
+        if rows != N:
+            raise SystemExit(f"fitkit fit: {args.init} has {rows} frames but {args.input} has {N}; "
+                             "an init file needs one row per observed frame")
+
+    out_dir = Path(args.output)
+    progress = Progress(N, enabled=not args.quiet)
+    parts, err_before = [], []
+    bs = max(1, int(args.batch_size))
+    try:
+        for start in range(0, N, bs):
+            idx = np.arange(start, min(N, start + bs))
+            sub = obs.subset(torch.as_tensor(idx))
+            sub_init = None if init is None else {k: v[idx] for k, v in init.items()}
+            res = fit(model, sub, recipe, sub_init, device=device, progress=progress.stage,
+                      init_source=str(args.init or "default init"))
+            arrays = res.to_numpy()
+            kp = model(res.params["global_orient"], res.params["body_pose"], res.params["betas"],
+                       res.params["transl"], keypoints=sub.keypoint_format).keypoints
+            obs_kp = sub.keypoints.to(device=device, dtype=kp.dtype)
+            arrays["err2d_px"] = err2d(project(kp, res.K), obs_kp).cpu().numpy()
+            arrays["stage_seconds"] = np.tile(np.asarray(res.stage_seconds)[None], (len(idx), 1))
+            parts.append(arrays)
+            progress.done(len(idx))
+            stage_names = res.stage_names
+    finally:
+        progress.close()
+    arrays = _cat(parts)
+    arrays["frame_ids"] = np.array(obs.frame_ids, dtype=str)
+    result_path = save_result(out_dir / "result.npz", arrays, keypoint_format=obs.keypoint_format,
+                              body_model=model.name, gender=model.gender, recipe_name=recipe.name,
+                              recipe=recipe.to_yaml(), stage_names=list(stage_names))
+    files = [result_path]
+    if args.meshes or args.overlays:
+        files += _write_extras(args, model, obs, arrays, out_dir, device)
+    seconds = time.perf_counter() - t0
+    e = arrays["err2d_px"]
+    summary = {
+        "frames": N,
+        "no_evidence": int(arrays["no_evidence"].sum()),
+        "nan_rolled_back": int(arrays["nan"].sum()),
+        "converged": int(arrays["converged"].sum()),
+        "err2d_px_mean": float(np.nanmean(e)) if np.isfinite(e).any() else float("nan"),
+        "err2d_px_median": float(np.nanmedian(e)) if np.isfinite(e).any() else float("nan"),
+        "seconds": seconds,
+        "files": [str(f) for f in files],
+    }
+    return summary
+
+
+def _write_extras(args, model, obs, arrays, out_dir: Path, device) -> list[Path]:
+    from fitkit.viz.overlay import draw_overlay
+
+    files = []
+    faces = model.faces.cpu().numpy()
+    for i, fid in enumerate(obs.frame_ids):
+        p = {k: torch.as_tensor(arrays[k][i:i + 1], dtype=model.dtype, device=device)
+             for k in ("global_orient", "body_pose", "betas", "transl")}
+        out = model(p["global_orient"], p["body_pose"], p["betas"], p["transl"], vertices="all",
+                    keypoints=obs.keypoint_format)
+        if args.meshes:
+            files.append(write_obj(out_dir / "meshes" / f"{fid}.obj", out.vertices[0], model.faces))
+        if args.overlays:
+            K = torch.as_tensor(arrays["intrinsics"][i:i + 1], dtype=model.dtype, device=device)
+            v2d = project(out.vertices, K)[0].cpu().numpy()
+            k2d = project(out.keypoints, K)[0].cpu().numpy()
+            image = None
+            if obs.image_paths is not None and obs.image_paths[i]:
+                image = obs.image_paths[i]
+            size = tuple(int(s) for s in obs.image_size[i].tolist())
+            files.append(draw_overlay(out_dir / "overlays" / f"{fid}.png", image=image, image_size=size,
+                                      observed=obs.keypoints[i].cpu().numpy(), fitted=k2d, mesh_2d=v2d,
+                                      faces=faces, mesh_depth=out.vertices[0, :, 2].cpu().numpy(),
+                                      skeleton_format=obs.keypoint_format))
+    return files
+
+
+def print_summary(summary: dict) -> None:
+    print(f"fitkit fit: {summary['frames']} frames in {summary['seconds']:.1f} s")
+    print(f"  converged {summary['converged']}, no evidence {summary['no_evidence']}, "
+          f"rolled back after NaN {summary['nan_rolled_back']}")
+    print(f"  2D keypoint error: mean {summary['err2d_px_mean']:.2f} px, median {summary['err2d_px_median']:.2f} px")
+    for f in summary["files"][:3]:
+        print(f"  wrote {f}")
+    if len(summary["files"]) > 3:
+        print(f"  ... and {len(summary['files']) - 3} more files")

@@ -1,0 +1,82 @@
+"""`fitkit fit` with the shipped recipes, and `fitkit demo --json`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fitkit.body import load_body_model
+from fitkit.cli import main
+from fitkit.eval.synthetic import make_keypoint_example, sample_body_poses
+from fitkit.io.observations import save_observations
+from fitkit.io.params import load_result
+from fitkit.priors.gmm import fit_gmm, save_gmm_pickle
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """Observations, init and a stand-in gmm_08.pkl (fitted on the fly: the real one is licensed)."""
+    root = tmp_path_factory.mktemp("fitcli")
+    model = load_body_model("open", num_betas=10)
+    ex = make_keypoint_example(model, 3, noise_px=1.0, seed=11)
+    obs_path = save_observations(root / "obs.npz", ex.observations)
+    init_path = root / "init.npz"
+    np.savez(init_path, **{k: v.numpy() for k, v in ex.init.items()})
+    _, poses = sample_body_poses(2000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gmm = fit_gmm(poses.numpy(), num_components=8, iterations=30, seed=0)
+    gmm_path = save_gmm_pickle(root / "gmm_08.pkl", gmm)
+    return root, obs_path, init_path, gmm_path, ex
+
+
+@pytest.mark.parametrize("recipe", ["spin_default", "smplify_modified"])
+def test_shipped_recipes_run_through_fitkit_fit(example, recipe, monkeypatch):
+    root, obs_path, init_path, gmm_path, ex = example
+    monkeypatch.setenv("FITKIT_PRIORS", str(gmm_path.parent))
+    out = root / recipe
+    assert main(["fit", "--config", recipe, "--input", str(obs_path), "--init", str(init_path),
+                 "--output", str(out), "--device", "cpu", "--quiet", "--overlays", "--meshes",
+                 "--json", str(out / "summary.json")]) == 0
+    res = load_result(out / "result.npz")
+    assert res["body_pose"].shape == (3, 69) and res["intrinsics"].shape == (3, 3, 3)
+    assert set(str(s) for s in res["stage_names"]) == {"camera", "body"}
+    assert res["iterations"].shape == (3, 2) and (res["iterations"] > 0).all()
+    assert np.isfinite(res["energy_total"]).all() and "energy_pose" in res
+    assert str(res["recipe_name"]) == recipe
+    # the fit explains the keypoints better than the init did (same camera for both in full mode)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["err2d_px_mean"] < 15.0
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"synthetic_00000{i}.png" for i in range(3)]
+    assert len(list((out / "meshes").glob("*.obj"))) == 3
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+def test_missing_gmm_file_is_a_clear_error(example, monkeypatch, tmp_path):
+    root, obs_path, init_path, gmm_path, ex = example
+    monkeypatch.setenv("FITKIT_PRIORS", str(tmp_path / "nowhere"))
+    with pytest.raises(Exception, match="gmm_08.pkl"):
+        main(["fit", "--config", "smplify_modified", "--input", str(obs_path), "--output", str(tmp_path / "o"),
+              "--quiet"])
+    assert not (tmp_path / "o" / "result.npz").exists()
+
+
+def test_init_frame_count_mismatch_names_both_files(example, tmp_path):
+    root, obs_path, init_path, gmm_path, ex = example
+    bad = tmp_path / "short_init.npz"
+    np.savez(bad, body_pose=np.zeros((2, 69)))
+    with pytest.raises(SystemExit, match=r"short_init.npz has 2 frames but .*obs.npz has 3"):
+        main(["fit", "--config", "demo", "--input", str(obs_path), "--init", str(bad),
+              "--output", str(tmp_path / "o"), "--quiet"])
+
+
+def test_demo_json(tmp_path):
+    path = tmp_path / "demo.json"
+    assert main(["demo", "--frames", "4", "--json", str(path)]) == 0
+    d = json.loads(path.read_text())
+    for key in ("before", "after"):
+        assert set(d[key]) >= {"mpjpe", "pa_mpjpe", "err2d_px"}
+        assert all(np.isfinite(v) for v in d[key].values())
+    assert d["seconds"] > 0
+    assert d["after"]["err2d_px"] < d["before"]["err2d_px"]
+    assert d["after"]["pa_mpjpe"] < d["before"]["pa_mpjpe"]
