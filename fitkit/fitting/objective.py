@@ -137,29 +137,37 @@ class Objective:
     def residuals_and_jacobian(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Residuals (B, R) and their Jacobian (B, R, D) with respect to ``x``.
 
-        The body's points come with analytic Jacobians (:class:`PointRig`);
-        each term is then pushed forward along the D parameter directions with
-        forward-mode AD (``torch.func.jvp`` under ``vmap``), the point tangents
-        being the body Jacobian's columns and the parameter tangents one-hot.
+        The body's points come with analytic Jacobians (:class:`PointRig`).
+        Each term is pushed forward with forward-mode AD (``torch.func.jvp``
+        under ``vmap``) along as few directions as its declaration allows:
+
+        - a ``pointwise`` term (each residual depends on one point): 3 tangents
+          moving every point along x, y, z at once, then the chain rule with
+          the body Jacobian rows of each residual's point;
+        - a term reading only parameters (``Needs.params``): one tangent per
+          column of those parameters;
+        - otherwise: one tangent per column of ``x``, the point tangents being
+          the body Jacobian's columns.
+
         Needs the axis-angle layout (``x`` holds the free parameters as they are).
         """
         layout = self.layout
-        cols = torch.as_tensor(layout.body_columns(), device=x.device)
         params = self.params(x, index)
         B, D = x.shape
         points = jac_pts = None
         if self.rig is not None:
+            cols = torch.as_tensor(layout.body_columns(), device=x.device)
             points, jac_full = self.rig.forward_with_jacobian(
                 params["global_orient"], params["body_pose"], params["betas"], params["transl"])
-            jac_pts = jac_full.index_select(3, cols).permute(3, 0, 1, 2)  # (D, B, P, 3)
+            jac_pts = jac_full.index_select(3, cols)  # (B, P, 3, D)
         free = {name: params[name] for name in layout.free}
-        # one-hot tangents of the free parameters, (D, B, width) each
         eye = torch.eye(D, dtype=x.dtype, device=x.device)
-        free_tangents = {name: eye[:, None, layout.slices[name]].expand(D, B, -1) for name in layout.free}
         template = self._batch(params, index, None, 0)
 
         rs, js = [], []
         for i, (wt, s) in enumerate(zip(self.terms, self._sqrt_w)):
+            need = self._needs[i]
+
             def f(pts, fp, i=i, wt=wt, s=s):
                 p = dict(params)
                 p.update(fp)
@@ -169,16 +177,53 @@ class Objective:
                     self._attach_points(b, pts, i)
                 return s * wt.term.residuals(b)
 
-            if points is None:
-                def col(tf, f=f):
-                    return torch.func.jvp(lambda fp: f(None, fp), (free,), (tf,))
+            def push(tp, tf, f=f):  # residuals and their derivative along one direction
+                return torch.func.jvp(f, (points, free), (tp, tf))
+
+            def free_tangent(cols_idx):  # (n, B, width) one-hot tangents for the columns cols_idx of x
+                e = eye[cols_idx]
+                return {name: e[:, None, layout.slices[name]].expand(len(cols_idx), B, -1) for name in layout.free}
+
+            named = layout.free if need.params is None else [n for n in layout.free if n in need.params]
+            pcols = [c for n in named for c in range(layout.slices[n].start, layout.slices[n].stop)]
+            pointwise = wt.term.pointwise if need.uses_points else None
+            if need.uses_points and pointwise is None:
+                tf = free_tangent(list(range(D)))
+                r, jt = torch.func.vmap(push, out_dims=(None, 0))(jac_pts.permute(3, 0, 1, 2), tf)
+                J_t = jt.permute(1, 2, 0)
             else:
-                def col(tp, tf, f=f):
-                    return torch.func.jvp(f, (points, free), (tp, tf))
-            args = (free_tangents,) if points is None else (jac_pts, free_tangents)
-            r, jt = torch.func.vmap(col, out_dims=(None, 0))(*args)  # (B, R_t), (D, B, R_t)
+                J_t = None
+                r = None
+                if need.uses_points:
+                    tp = points.new_zeros(3, *points.shape)
+                    for c in range(3):
+                        tp[c, ..., c] = 1.0
+                    zero_f = {name: v.new_zeros(3, *v.shape) for name, v in free.items()}
+                    r, dr = torch.func.vmap(push, out_dims=(None, 0))(tp, zero_f)  # (3, B, R_t)
+                    rows = self._point_rows(i, pointwise, wt.term.residual_points())
+                    J_t = torch.einsum("cbr,brcd->brd", dr, jac_pts.index_select(1, rows))
+                if pcols:
+                    zero_p = None if points is None else points.new_zeros(len(pcols), *points.shape)
+                    if zero_p is None:
+                        r, jt = torch.func.vmap(lambda tf: torch.func.jvp(lambda fp: f(None, fp), (free,), (tf,)),
+                                                out_dims=(None, 0))(free_tangent(pcols))
+                    else:
+                        r, jt = torch.func.vmap(push, out_dims=(None, 0))(zero_p, free_tangent(pcols))
+                    if J_t is None:
+                        J_t = r.new_zeros(B, r.shape[1], D)
+                    J_t[:, :, pcols] += jt.permute(1, 2, 0)
+                if r is None:  # reads neither points nor free parameters: constant in this stage
+                    r = f(points, free)
+                    J_t = r.new_zeros(B, r.shape[1], D)
             rs.append(r)
-            js.append(jt)
-        r = torch.cat(rs, dim=1)
-        J = torch.cat(js, dim=2).permute(1, 2, 0)  # (B, R, D)
-        return r, J
+            js.append(J_t)
+        return torch.cat(rs, dim=1), torch.cat(js, dim=1)
+
+    def _point_rows(self, i: int, output: str, residual_points: torch.Tensor) -> torch.Tensor:
+        """Rig rows of the points that term ``i``'s residual rows depend on."""
+        if output not in ("keypoints", "joints", "vertices"):
+            raise ValueError(f"term {self.terms[i].key!r}: pointwise must be keypoints, joints or vertices")
+        rows = residual_points.long()
+        if output == "vertices" and self._vertex_rows[i] is not None:
+            rows = self._vertex_rows[i].index_select(0, rows)
+        return rows + self.rig.slices[output].start

@@ -82,7 +82,7 @@ class BendingPrior(Term):
     SIGNS = tuple(sign for _, _, sign in BENDING_JOINTS)
 
     def needs(self) -> Needs:
-        return Needs()
+        return Needs(params=("body_pose",))
 
     def evidence(self) -> torch.Tensor | None:
         return None

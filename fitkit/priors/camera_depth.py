@@ -24,7 +24,7 @@ class CameraDepthPrior(Term):
     kind = "prior"
 
     def needs(self) -> Needs:
-        return Needs()
+        return Needs(params=("transl",))
 
     def evidence(self) -> torch.Tensor | None:
         return None

@@ -506,7 +506,7 @@ class GMMPosePrior(Term):
         self._cast: dict[tuple, GaussianMixture] = {}
 
     def needs(self) -> Needs:
-        return Needs()
+        return Needs(params=("body_pose",))
 
     def evidence(self) -> torch.Tensor | None:
         return None

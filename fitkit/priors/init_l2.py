@@ -74,7 +74,7 @@ class InitL2Prior(Term):
         self._scales = {name: math.sqrt(weight) for name, weight in weights.items()}
 
     def needs(self) -> Needs:
-        return Needs()
+        return Needs(params=tuple(self.weights))
 
     def evidence(self) -> torch.Tensor | None:
         return None

@@ -22,7 +22,7 @@ class ShapeL2Prior(Term):
     kind = "prior"
 
     def needs(self) -> Needs:
-        return Needs()
+        return Needs(params=("betas",))
 
     def evidence(self) -> torch.Tensor | None:
         return None

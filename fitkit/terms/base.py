@@ -53,11 +53,20 @@ class Needs:
             or an alias), or None.
         joints: whether the (B, J, 3) posed skeleton joints are read.
         vertices: None, ``'all'`` or a tuple of mesh vertex indices.
+        params: the smplx parameters :meth:`Term.residuals` reads *directly*
+            from ``batch.params`` (e.g. ``('body_pose',)`` for a pose prior), or
+            None for "any". Optional; declaring it lets the Levenberg–Marquardt
+            solver differentiate the term along those parameters only.
     """
 
     keypoints: str | None = None
     joints: bool = False
     vertices: str | tuple[int, ...] | None = None
+    params: tuple[str, ...] | None = None
+
+    @property
+    def uses_points(self) -> bool:
+        return self.keypoints is not None or self.joints or self.vertices is not None
 
 
 @dataclass
@@ -122,8 +131,8 @@ class Term:
         pointwise: name of the output (``'keypoints'``, ``'joints'`` or
             ``'vertices'``) when every residual row depends on one point of that
             output only (and on no other output); :meth:`residual_points` then
-            says which. Lets the LM solver build Jacobians with 3 forward-mode
-            passes instead of 3 per point. Leave None if unsure.
+            says which. Lets the LM solver differentiate the term with 3
+            forward-mode passes instead of one per parameter. Leave None if unsure.
     """
 
     name: ClassVar[str] = ""

@@ -52,6 +52,7 @@ class Keypoints2D(Term):
     """
 
     kind = "data"
+    pointwise = "keypoints"
 
     def __init__(self, sigma: float | None = 100.0, confidence_power: float = 2.0,
                  ignore: Sequence[str] = (), only: Sequence[str] | None = None,
@@ -109,10 +110,14 @@ class Keypoints2D(Term):
         self._size_scale = scale
 
     def needs(self) -> Needs:
-        return Needs(keypoints=self.format)
+        return Needs(keypoints=self.format, params=())
 
     def evidence(self) -> torch.Tensor:
         return self._evidence
+
+    def residual_points(self) -> torch.Tensor:
+        """(2K,): residuals 2k and 2k+1 (x, y) belong to keypoint k."""
+        return torch.arange(self._target.shape[1], device=self._target.device).repeat_interleave(2)
 
     def residuals(self, batch: Batch) -> torch.Tensor:
         """(B, 2K): per keypoint, the x then y residual."""
