@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from fitkit.body import load_body_model
+from fitkit.errors import FitkitError
 from fitkit.io.atomic import atomic_write
 from fitkit.io.mesh import write_obj, write_ply
 
@@ -148,14 +149,16 @@ def main(argv=None) -> int:
     body.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
     args = parser.parse_args(argv)
 
-    if args.command == "demo":
-        from fitkit.commands import demo
-        summary = demo.run(args)
-        demo.print_summary(summary)
-    elif args.command == "fit":
-        from fitkit.commands import fit
-        summary = fit.run(args)
-        fit.print_summary(summary)
+    if args.command in ("demo", "fit"):
+        from fitkit.commands import demo, fit
+        command = demo if args.command == "demo" else fit
+        try:
+            summary = command.run(args)
+        except (FitkitError, ValueError, OSError) as exc:
+            # expected failures (bad files, fields, recipes): one clear line, no traceback
+            print(f"fitkit {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        command.print_summary(summary)
     else:
         summary = run_body_info(args)
         _print_body_info(summary)

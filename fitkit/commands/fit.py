@@ -15,14 +15,15 @@ from fitkit.fitting.engine import fit
 from fitkit.fitting.recipe import load_recipe
 from fitkit.io.keypoint_readers import read_keypoints
 from fitkit.io.mesh import write_obj
-from fitkit.io.params import load_params, save_result
+from fitkit.errors import FitkitError
+from fitkit.io.params import ParamFileError, load_params, save_result
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("fitkit fit: --device cuda requested but torch sees no CUDA device")
+        raise FitkitError("--device cuda requested but torch sees no CUDA device")
     return torch.device(name)
 
 
@@ -37,8 +38,7 @@ class Progress:
 
     def stage(self, name, it, running, n):
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{name} it {it + 1} running {running}/{n}", refresh=False)
-            self.bar.refresh() if it % 10 == 0 else None
+            self.bar.set_postfix_str(f"{name} it {it + 1} running {running}/{n}", refresh=it % 10 == 0)
 
     def done(self, n):
         if self.bar is not None:
@@ -75,12 +75,12 @@ def run(args) -> dict:
         init = load_params(args.init)
         rows = next(iter(init.values())).shape[0]
         if rows != N:
-            raise SystemExit(f"fitkit fit: {args.init} has {rows} frames but {args.input} has {N}; "
-                             "an init file needs one row per observed frame")
+            raise ParamFileError(f"{args.init} has {rows} frames but {args.input} has {N}; "
+                                 "an init file needs one row per observed frame")
 
     out_dir = Path(args.output)
     progress = Progress(N, enabled=not args.quiet)
-    parts, err_before = [], []
+    parts = []
     bs = max(1, int(args.batch_size))
     try:
         for start in range(0, N, bs):

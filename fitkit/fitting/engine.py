@@ -17,7 +17,6 @@ Per-sample flags (also documented in docs/fitting.md):
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 

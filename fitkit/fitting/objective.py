@@ -16,7 +16,7 @@ import torch
 from fitkit.body.points import PointRig
 from fitkit.fitting.camera_setup import FitCamera
 from fitkit.fitting.params import ParamLayout
-from fitkit.terms.base import Batch, Needs, Term
+from fitkit.terms.base import Batch, Term
 
 __all__ = ["WeightedTerm", "Objective"]
 

@@ -35,7 +35,7 @@ of N samples) is picked for the active rows with ``batch.rows(tensor)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 import torch
