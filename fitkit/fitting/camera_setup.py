@@ -26,7 +26,7 @@ import torch
 
 from fitkit.camera import default_focal, make_intrinsics
 
-__all__ = ["FitCamera", "build_fit_camera", "CAMERA_DEFAULTS"]
+__all__ = ["FitCamera", "build_fit_camera", "confident_box", "CAMERA_DEFAULTS"]
 
 CAMERA_DEFAULTS = {
     "mode": "full",
@@ -55,16 +55,24 @@ class FitCamera:
     mode: str
 
 
-def _keypoint_boxes(kps: torch.Tensor, image_size: torch.Tensor, min_conf: float):
-    """(N, 2) centres and (N,) sides of the square boxes around confident keypoints."""
+def confident_box(kps: torch.Tensor, min_conf: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Square boxes around each sample's confident keypoints.
+
+    Args:
+        kps: (N, K, 3) pixels and confidences.
+        min_conf: keypoints with confidence above this count.
+    Returns:
+        centre (N, 2) pixels, side (N,) pixels (the box's longest side), and
+        has (N,) bool (False: no confident keypoint; centre and side are then 0).
+    """
     ok = kps[..., 2] > min_conf
     big = torch.finfo(kps.dtype).max
     lo = torch.where(ok[..., None], kps[..., :2], big).amin(dim=1)
     hi = torch.where(ok[..., None], kps[..., :2], -big).amax(dim=1)
     has = ok.any(dim=1)
-    center = torch.where(has[:, None], (lo + hi) / 2, (image_size - 1) / 2)
-    side = torch.where(has, (hi - lo).amax(dim=1), image_size.amax(dim=1))
-    return center, side.clamp(min=1.0)
+    center = torch.where(has[:, None], (lo + hi) / 2, torch.zeros_like(lo))
+    side = torch.where(has, (hi - lo).amax(dim=1), torch.zeros_like(lo[:, 0]))
+    return center, side, has
 
 
 def build_fit_camera(spec: Mapping[str, Any] | None, observations, *, dtype=torch.float32,
@@ -102,7 +110,10 @@ def build_fit_camera(spec: Mapping[str, Any] | None, observations, *, dtype=torc
             side = (box[:, 2:] - box[:, :2]).amax(dim=1).clamp(min=1.0)
         else:
             kps = observations.keypoints.to(device=device, dtype=dtype)
-            center, side = _keypoint_boxes(kps, size, float(cfg["min_confidence"]))
+            center, side, has = confident_box(kps, float(cfg["min_confidence"]))
+            # nothing observed: the whole image (such frames are not fitted anyway)
+            center = torch.where(has[:, None], center, (size - 1) / 2)
+            side = torch.where(has, side, size.amax(dim=1)).clamp(min=1.0)
         side = side * float(cfg["bbox_scale"])
         f = f_crop * side / crop
         K = make_intrinsics(f, f, center[:, 0], center[:, 1])

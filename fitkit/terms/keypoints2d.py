@@ -33,6 +33,7 @@ import torch
 
 from fitkit.body.keypoint_formats import get_format
 from fitkit.camera import project
+from fitkit.fitting.camera_setup import confident_box
 from fitkit.terms.base import Batch, Needs, SetupContext, Term, register_term
 from fitkit.terms.robust import geman_mcclure
 
@@ -101,11 +102,8 @@ class Keypoints2D(Term):
         self._evidence = (w > 0).any(dim=1)
         scale = torch.ones(kps.shape[0], dtype=ctx.dtype, device=ctx.device)
         if self.scale_by_size:
-            ok = conf > max(self.min_confidence, 0.0)
-            big = torch.finfo(kps.dtype).max
-            lo = torch.where(ok[..., None], kps[..., :2], big).amin(dim=1)
-            hi = torch.where(ok[..., None], kps[..., :2], -big).amax(dim=1)
-            size = torch.where(ok.any(dim=1), 1.2 * (hi - lo).amax(dim=1), torch.ones_like(scale))
+            _, side, has = confident_box(kps, max(self.min_confidence, 0.0))
+            size = torch.where(has, 1.2 * side, torch.ones_like(scale))
             scale = self.reference_size / size.clamp(min=1.0)
         self._size_scale = scale
 
