@@ -92,7 +92,9 @@ def _add_fit_parser(sub) -> None:
         "fit", help="fit a body model to observed keypoints with a recipe",
         description="Fit a body model to observations with a recipe and write OUT/result.npz "
                     "(smplx-named parameters per frame, camera, per-term energies, per-sample flags). "
-                    "Frames with no usable keypoint are passed through unchanged and flagged no_evidence.")
+                    "Frames with no usable keypoint are passed through unchanged and flagged no_evidence. "
+                    "Each finished batch is saved at once in OUT/chunks/, so --resume continues an "
+                    "interrupted run.")
     p.add_argument("--config", required=True, metavar="RECIPE",
                    help="recipe YAML file, or the name of a shipped recipe in fitting_configs/ "
                         "(spin_default, smplify_modified, demo)")
@@ -118,6 +120,9 @@ def _add_fit_parser(sub) -> None:
     p.add_argument("--meshes", action="store_true", help="also write OUT/meshes/<frame>.obj")
     p.add_argument("--overlays", action="store_true",
                    help="also write OUT/overlays/<frame>.png: observed and fitted keypoints and the projected mesh")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the chunks an interrupted run left in OUT/chunks/ (same recipe, model, "
+                        "inputs and --batch-size) and fit only the rest")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
 

@@ -95,3 +95,39 @@ def test_demo_json(tmp_path):
     assert d["seconds"] > 0
     assert d["after"]["err2d_px"] < d["before"]["err2d_px"]
     assert d["after"]["pa_mpjpe"] < d["before"]["pa_mpjpe"]
+
+
+def test_interrupted_run_resumes_from_saved_chunks(example, tmp_path, monkeypatch):
+    root, obs_path, init_path, gmm_path, ex = example
+    out = tmp_path / "run"
+    args = ["fit", "--config", "demo", "--input", str(obs_path), "--init", str(init_path),
+            "--output", str(out), "--batch-size", "2", "--quiet"]
+    import fitkit.commands.fit as fit_command
+
+    real_fit, calls = fit_command.fit, []
+
+    def crash_on_second_chunk(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(fit_command, "fit", crash_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    assert not (out / "result.npz").exists()
+    assert [p.name for p in sorted((out / "chunks").iterdir())] == ["frames_00000000_00000001.npz"]
+
+    calls.clear()
+    monkeypatch.setattr(fit_command, "fit", lambda *a, **k: (calls.append(1), real_fit(*a, **k))[1])
+    assert main(args + ["--resume"]) == 0
+    assert len(calls) == 1  # only the chunk that was lost is fitted again
+    resumed = load_result(out / "result.npz")
+    assert main(["fit", "--config", "demo", "--input", str(obs_path), "--init", str(init_path),
+                 "--output", str(tmp_path / "fresh"), "--batch-size", "2", "--quiet"]) == 0
+    fresh = load_result(tmp_path / "fresh" / "result.npz")
+    for key in ("body_pose", "betas", "transl", "energy_total", "iterations"):
+        np.testing.assert_array_equal(resumed[key], fresh[key])
+
+    # chunks of another run are refused, not mixed in
+    assert main(args[:-1] + ["--set", "stages.1.solver.iterations=3", "--quiet", "--resume"]) == 2

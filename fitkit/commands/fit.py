@@ -16,7 +16,7 @@ from fitkit.fitting.recipe import load_recipe
 from fitkit.io.keypoint_readers import read_keypoints
 from fitkit.io.mesh import write_obj
 from fitkit.errors import FitkitError
-from fitkit.io.params import ParamFileError, load_params, save_result
+from fitkit.io.params import ParamFileError, load_params, load_result, save_result
 
 
 def pick_device(name: str) -> torch.device:
@@ -82,22 +82,23 @@ def run(args) -> dict:
     progress = Progress(N, enabled=not args.quiet)
     parts = []
     bs = max(1, int(args.batch_size))
+    chunk_dir = out_dir / "chunks"
+    stamp = _chunk_stamp(recipe, model, args)
+    stage_names = [st.name for st in recipe.stages]
     try:
         for start in range(0, N, bs):
             idx = np.arange(start, min(N, start + bs))
-            sub = obs.subset(torch.as_tensor(idx))
-            sub_init = None if init is None else {k: v[idx] for k, v in init.items()}
-            res = fit(model, sub, recipe, sub_init, device=device, progress=progress.stage,
-                      init_source=str(args.init or "default init"))
-            arrays = res.to_numpy()
-            kp = model(res.params["global_orient"], res.params["body_pose"], res.params["betas"],
-                       res.params["transl"], keypoints=sub.keypoint_format).keypoints
-            obs_kp = sub.keypoints.to(device=device, dtype=kp.dtype)
-            arrays["err2d_px"] = err2d(project(kp, res.K), obs_kp).cpu().numpy()
-            arrays["stage_seconds"] = np.tile(np.asarray(res.stage_seconds)[None], (len(idx), 1))
+            chunk_path = chunk_dir / f"frames_{start:08d}_{idx[-1]:08d}.npz"
+            arrays = _load_chunk(chunk_path, stamp, [obs.frame_ids[i] for i in idx]) if args.resume else None
+            if arrays is None:
+                arrays = _fit_chunk(model, obs, idx, init, recipe, device, progress, args)
+                # every finished chunk is on disk at once: an interrupted run resumes from here
+                save_result(chunk_path, dict(arrays, frame_ids=np.array([obs.frame_ids[i] for i in idx], dtype=str)),
+                            stamp=stamp)
+            else:
+                arrays.pop("frame_ids")
             parts.append(arrays)
             progress.done(len(idx))
-            stage_names = res.stage_names
     finally:
         progress.close()
     arrays = _cat(parts)
@@ -121,6 +122,39 @@ def run(args) -> dict:
         "files": [str(f) for f in files],
     }
     return summary
+
+
+def _chunk_stamp(recipe, model, args) -> str:
+    """What a saved chunk must have been fitted with to be reused by --resume."""
+    return "\n".join([recipe.to_yaml(), model.name, model.gender, str(args.input), str(args.init),
+                      str(int(args.batch_size))])
+
+
+def _load_chunk(path: Path, stamp: str, frame_ids: list[str]) -> dict | None:
+    """A finished chunk's arrays, or None when it is absent; an error when it belongs to another run."""
+    if not path.exists():
+        return None
+    data = load_result(path)
+    if str(data.pop("stamp", "")) != stamp or data["frame_ids"].tolist() != frame_ids:
+        raise FitkitError(f"{path}: was written by a different run (recipe, model, inputs or --batch-size "
+                          "differ); use another --output or delete its chunks/ folder")
+    for key in ("schema",):
+        data.pop(key, None)
+    return data
+
+
+def _fit_chunk(model, obs, idx, init, recipe, device, progress, args) -> dict:
+    sub = obs.subset(torch.as_tensor(idx))
+    sub_init = None if init is None else {k: v[idx] for k, v in init.items()}
+    res = fit(model, sub, recipe, sub_init, device=device, progress=progress.stage,
+              init_source=str(args.init or "default init"))
+    arrays = res.to_numpy()
+    kp = model(res.params["global_orient"], res.params["body_pose"], res.params["betas"],
+               res.params["transl"], keypoints=sub.keypoint_format).keypoints
+    obs_kp = sub.keypoints.to(device=device, dtype=kp.dtype)
+    arrays["err2d_px"] = err2d(project(kp, res.K), obs_kp).cpu().numpy()
+    arrays["stage_seconds"] = np.tile(np.asarray(res.stage_seconds)[None], (len(idx), 1))
+    return arrays
 
 
 def _write_extras(args, model, obs, arrays, out_dir: Path, device) -> list[Path]:
