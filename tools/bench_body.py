@@ -135,19 +135,29 @@ def make_step(model, plan, batch, device):
 
 def median_time(fn, device, budget_s, max_reps) -> float:
     """Median seconds per call after a warm-up; as many repeats as fit in budget_s."""
+    return timed_median(fn, device, budget_s, max_reps)[0]
+
+
+def timed_median(fn, device, budget_s, max_reps, *, once_if_slower=False) -> tuple[float, int]:
+    """(median seconds per call, repeats) after a warm-up call; at least 3 repeats,
+    as many as fit in budget_s, at most max_reps. With ``once_if_slower`` a call
+    slower than the whole budget is timed once (for very slow reference paths)."""
     fn()
     _sync(device)
     t0 = time.perf_counter()
     fn()
     _sync(device)
     first = time.perf_counter() - t0
+    if once_if_slower and first > budget_s:
+        return first, 1
+    reps = max(3, min(max_reps, int(budget_s / max(first, 1e-6))))
     times = []
-    for _ in range(max(3, min(max_reps, int(budget_s / max(first, 1e-6))))):
+    for _ in range(reps):
         t0 = time.perf_counter()
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), reps
 
 
 def peak_memory(fn, device) -> int:

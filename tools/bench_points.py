@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -36,31 +34,13 @@ from fitkit.body import load_body_model  # noqa: E402
 from fitkit.body.model import BodyModel  # noqa: E402
 from fitkit.body.points import PointRig  # noqa: E402
 from fitkit.body.synthetic import synthetic_keypoint_set, synthetic_smpl_arrays  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from bench_body import timed_median  # noqa: E402  (tools/ is on sys.path when run as a script)
 
 
 def median_ms(fn, device, budget_s: float, max_reps: int) -> tuple[float, int]:
     """(median milliseconds per call, repeats) after one warm-up call."""
-    fn()
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    first = time.perf_counter() - t0
-    reps = max(3, min(max_reps, int(budget_s / max(first, 1e-6))))
-    if first > budget_s:
-        return first * 1e3, 1
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3, reps
+    seconds, reps = timed_median(fn, device, budget_s, max_reps, once_if_slower=True)
+    return seconds * 1e3, reps
 
 
 def load(args) -> tuple[BodyModel, str, str]:
