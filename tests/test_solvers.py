@@ -126,3 +126,14 @@ def test_time_limit_stops_the_run():
 def test_unknown_option_is_refused():
     with pytest.raises(ValueError, match=r"solver 'lm': unknown option\(s\) \['lr'\]"):
         make_solver({"type": "lm", "lr": 0.1})
+
+
+@pytest.mark.parametrize("spec", SOLVERS, ids=lambda s: s["type"])
+def test_progress_callback_reports_every_iteration(spec):
+    problem, x0 = _exp_problem()
+    calls = []
+    res = make_solver(dict(spec, iterations=6)).run(problem, x0, torch.ones(5, dtype=torch.bool),
+                                                    callback=lambda it, running, n: calls.append((it, running, n)))
+    assert [c[0] for c in calls] == list(range(len(calls))) and len(calls) == int(res.iterations.max())
+    assert all(n == 5 for _, _, n in calls)
+    assert [c[1] for c in calls] == sorted((c[1] for c in calls), reverse=True)

@@ -44,9 +44,7 @@ class Adam(Solver):
             m_hat = m[rows] / (1 - b1 ** t)
             v_hat = v[rows] / (1 - b2 ** t)
             x[rows] = xa[ok] - lr * m_hat / (v_hat.sqrt() + eps)
-            if callback is not None:
-                callback(it, int(tr.running.sum()), x.shape[0])
-            if tr.step_done(idx, it):
+            if tr.step_done(idx, it, callback):
                 break
             it += 1
         # the last update was never evaluated: score it so keep-best sees it

@@ -133,9 +133,11 @@ class Tracker:
             self.converged[index] = True
             self.running[index] = False
 
-    def step_done(self, index: torch.Tensor, iteration: int) -> bool:
-        """Count an iteration for ``index``; True when the run must stop."""
+    def step_done(self, index: torch.Tensor, iteration: int, callback: "ProgressCallback | None" = None) -> bool:
+        """Count an iteration for ``index``, report it to ``callback``; True when the run must stop."""
         self.iterations[index] += 1
+        if callback is not None:
+            callback(iteration, int(self.running.sum()), self.running.shape[0])
         if not bool(self.running.any()):
             self.stopped_by = "converged"
             return True

@@ -132,9 +132,7 @@ class LBFGS(Solver):
                 tr.observe(rows, x[rows], E[rows])
                 tr.mark_converged(rows[g[rows].abs().amax(dim=1) <= o["gtol"]])
             tr.count_progress(idx[tr.running[idx]])
-            if callback is not None:
-                callback(it, int(tr.running.sum()), N)
-            if tr.step_done(idx, it):
+            if tr.step_done(idx, it, callback):
                 break
             it += 1
         return tr.result()

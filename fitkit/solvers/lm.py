@@ -97,9 +97,7 @@ class LevenbergMarquardt(Solver):
                 x[rows] = cand[accept]
                 linearize(rows)
             tr.mark_converged(idx[done])
-            if callback is not None:
-                callback(it, int(tr.running.sum()), N)
-            if tr.step_done(idx, it):
+            if tr.step_done(idx, it, callback):
                 break
             it += 1
         return tr.result()
