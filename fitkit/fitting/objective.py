@@ -86,11 +86,14 @@ class Objective:
         fixed = {k: v.index_select(0, index) for k, v in self.fixed.items()}
         return self.layout.decode(x, fixed)
 
-    def _batch(self, params, index, points, i) -> Batch:
-        b = Batch(index=index, params=params,
-                  init={k: v.index_select(0, index) for k, v in self.init.items()},
-                  K=self.camera.K.index_select(0, index),
-                  pixel_scale=self.camera.pixel_scale.index_select(0, index))
+    def _shared_rows(self, index: torch.Tensor) -> dict:
+        """The per-sample data every term's batch shares, for rows ``index`` (selected once)."""
+        return {"init": {k: v.index_select(0, index) for k, v in self.init.items()},
+                "K": self.camera.K.index_select(0, index),
+                "pixel_scale": self.camera.pixel_scale.index_select(0, index)}
+
+    def _batch(self, params, index, shared: dict, points, i) -> Batch:
+        b = Batch(index=index, params=params, **shared)
         if points is not None:
             self._attach_points(b, points, i)
         return b
@@ -117,7 +120,8 @@ class Objective:
         """Weighted residuals of each term, [(B, R_t)], differentiable in ``x``."""
         params = self.params(x, index)
         points = self._points(params)
-        return [s * wt.term.residuals(self._batch(params, index, points, i))
+        shared = self._shared_rows(index)
+        return [s * wt.term.residuals(self._batch(params, index, shared, points, i))
                 for i, (wt, s) in enumerate(zip(self.terms, self._sqrt_w))]
 
     def residuals(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -162,7 +166,7 @@ class Objective:
             jac_pts = jac_full.index_select(3, cols)  # (B, P, 3, D)
         free = {name: params[name] for name in layout.free}
         eye = torch.eye(D, dtype=x.dtype, device=x.device)
-        template = self._batch(params, index, None, 0)
+        shared = self._shared_rows(index)
 
         rs, js = [], []
         for i, (wt, s) in enumerate(zip(self.terms, self._sqrt_w)):
@@ -171,11 +175,7 @@ class Objective:
             def f(pts, fp, i=i, wt=wt, s=s):
                 p = dict(params)
                 p.update(fp)
-                b = Batch(index=index, params=p, init=template.init, K=template.K,
-                          pixel_scale=template.pixel_scale)
-                if pts is not None:
-                    self._attach_points(b, pts, i)
-                return s * wt.term.residuals(b)
+                return s * wt.term.residuals(self._batch(p, index, shared, pts, i))
 
             def push(tp, tf, f=f):  # residuals and their derivative along one direction
                 return torch.func.jvp(f, (points, free), (tp, tf))
