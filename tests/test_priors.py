@@ -4,6 +4,8 @@ import os
 import pickle
 
 import numpy as np
+from types import SimpleNamespace
+
 import pytest
 import torch
 from scipy.stats import multivariate_normal
@@ -163,8 +165,10 @@ def test_gmm_term_float32_and_to():
 
 def test_gmm_rejects_bad_mixtures():
     gmm = random_gmm(d=5)
-    with pytest.raises(ParameterError, match="D = 69"):
-        GMMPosePrior(gmm=gmm)
+    term = GMMPosePrior(gmm=gmm)  # a 5-D mixture is a valid mixture, but not for a 69-D body_pose
+    ctx = SimpleNamespace(model=SimpleNamespace(body_pose_dim=69), device="cpu", dtype=torch.float64)
+    with pytest.raises(ParameterError, match=r"D = 5 numbers but the body model's body_pose has 69"):
+        term.setup(ctx)
     bad = dict(gmm, covars=-gmm["covars"])
     with pytest.raises(ParameterError, match=r"'covars'\[0\] is not positive definite"):
         GaussianMixture.from_dict(bad)

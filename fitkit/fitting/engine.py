@@ -30,7 +30,7 @@ from fitkit.fitting.objective import Objective, WeightedTerm
 from fitkit.fitting.params import PARAM_NAMES, ParamLayout
 from fitkit.fitting.recipe import Recipe, RecipeError
 from fitkit.solvers import make_solver
-from fitkit.terms.base import SetupContext, get_term_class
+from fitkit.terms.base import LATENT_KEY, SetupContext, get_term_class
 
 __all__ = ["FitResult", "fit", "prepare_init", "InitError"]
 
@@ -211,29 +211,62 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
     iterations = torch.zeros(N, len(recipe.stages), dtype=torch.long, device=device)
     seconds = []
     objective = None
+    all_rows = torch.arange(N, device=device)
+    carried = None  # (PoseLatent, (N, Dz) code) of the last stage that optimized a latent pose
+    x = None
     for s, stage in enumerate(recipe.stages):
-        layout = ParamLayout(stage.free, widths, stage.rotation)
-        solver = make_solver(stage.solver)
-        if solver.needs_jacobian and stage.rotation != "axis_angle":
-            raise RecipeError(f"{recipe.source}: stages.{s}: solver {solver.name!r} needs rotation: axis_angle")
         weighted = [WeightedTerm(k, instances[k], w) for k, w in stage.terms.items() if w > 0]
+        latent = _stage_latent(weighted, stage, recipe.source, s)
+        layout = ParamLayout(stage.free, widths, stage.rotation, latent=latent)
+        solver = make_solver(stage.solver)
+        if solver.needs_jacobian:
+            why = None
+            if stage.rotation != "axis_angle":
+                why = "needs rotation: axis_angle"
+            elif layout.latent is not None:
+                why = "cannot optimize a latent pose (a prior in latent mode); use adam or lbfgs"
+            elif not all(wt.term.least_squares for wt in weighted):
+                why = (f"needs least-squares terms; {[wt.key for wt in weighted if not wt.term.least_squares]} "
+                       "define an energy only; use adam or lbfgs")
+            if why:
+                raise RecipeError(f"{recipe.source}: stages.{s}: solver {solver.name!r} {why}")
         objective = Objective(model, weighted, layout, params, init_params, camera)
         running = ~(no_evidence | nan)
         cb = None if progress is None else (lambda it, r, n, name=stage.name: progress(name, it, r, n))
-        res = solver.run(objective, layout.encode(params), running, callback=cb)
-        params = {k: v.detach() for k, v in layout.decode(res.x, params).items()}
+        start = dict(params)
+        if carried is not None and carried[0] is layout.latent:
+            start[LATENT_KEY] = carried[1]
+        res = solver.run(objective, layout.encode(start, all_rows), running, callback=cb)
+        x = res.x.detach()
+        with torch.no_grad():
+            decoded = {k: v.detach() for k, v in layout.decode(x, params, all_rows).items()}
+        if LATENT_KEY in decoded:
+            carried = (layout.latent, decoded.pop(LATENT_KEY))
+        params = decoded
         nan |= res.nan
         ran = running & (res.iterations > 0)
         converged = torch.where(ran, res.converged, converged)
         iterations[:, s] = res.iterations
         seconds.append(res.seconds)
 
-    all_rows = torch.arange(N, device=device)
-    layout = objective.layout
-    energies = objective.term_energies(layout.encode(params), all_rows)
+    energies = objective.term_energies(x, all_rows)
     energies["total"] = sum(energies.values())
     return FitResult(params=params, K=camera.K, image_size=camera.image_size, energies=energies,
                      converged=converged, nan=nan, no_evidence=no_evidence, iterations=iterations,
                      stage_names=[st.name for st in recipe.stages], stage_seconds=seconds,
                      transl_from_torso=from_torso,
-                     info={"recipe": recipe.name, "camera_mode": camera.mode})
+                     info={"recipe": recipe.name, "camera_mode": camera.mode,
+                           **({LATENT_KEY: carried[1]} if carried is not None else {})})
+
+
+def _stage_latent(weighted, stage, source: str, s: int):
+    """The pose latent the stage optimizes through: that of its (single) latent-mode term,
+    or None when it has none or does not free ``body_pose``."""
+    owners = [(wt.key, wt.term.latent()) for wt in weighted]
+    owners = [(k, lat) for k, lat in owners if lat is not None]
+    if len(owners) > 1:
+        raise RecipeError(f"{source}: stages.{s}: terms {[k for k, _ in owners]} each reparameterize "
+                          "body_pose by a latent; a stage can use one")
+    if not owners or "body_pose" not in stage.free:
+        return None
+    return owners[0][1]

@@ -1,7 +1,10 @@
 """One stage's objective: weighted residuals of all its terms, per sample.
 
 The per-sample energy is ``E_b = sum_r r[b, r]**2`` with ``r`` the
-concatenation of ``sqrt(weight_t) * term_t.residuals(...)``. Samples never
+concatenation of ``sqrt(weight_t) * term_t.residuals(...)``, plus
+``weight_t * term_t.energy(...)`` for terms that are not least squares
+(``Term.least_squares = False``; such stages have no residual vector and
+cannot run Levenberg–Marquardt). Samples never
 interact, so every quantity here can be evaluated for any subset of rows
 (``index``): solvers only spend work on the samples still running.
 """
@@ -54,6 +57,7 @@ class Objective:
         self.init = dict(init)
         self.camera = camera
         self._sqrt_w = [math.sqrt(t.weight) for t in self.terms]
+        self.least_squares = all(t.term.least_squares for t in self.terms)
         self._needs = [t.term.needs() for t in self.terms]
         kp_sets = {n.keypoints for n in self._needs if n.keypoints is not None}
         if len(kp_sets) > 1:
@@ -84,7 +88,7 @@ class Objective:
     def params(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """smplx-named parameters (B, ...) of rows ``index`` for packed ``x`` (B, D)."""
         fixed = {k: v.index_select(0, index) for k, v in self.fixed.items()}
-        return self.layout.decode(x, fixed)
+        return self.layout.decode(x, fixed, index)
 
     def _shared_rows(self, index: torch.Tensor) -> dict:
         """The per-sample data every term's batch shares, for rows ``index`` (selected once)."""
@@ -116,27 +120,48 @@ class Objective:
             return None
         return self.rig.forward(params["global_orient"], params["body_pose"], params["betas"], params["transl"])
 
-    def term_residuals(self, x: torch.Tensor, index: torch.Tensor) -> list[torch.Tensor]:
-        """Weighted residuals of each term, [(B, R_t)], differentiable in ``x``."""
+    def _batches(self, x: torch.Tensor, index: torch.Tensor) -> list[Batch]:
         params = self.params(x, index)
         points = self._points(params)
         shared = self._shared_rows(index)
-        return [s * wt.term.residuals(self._batch(params, index, shared, points, i))
-                for i, (wt, s) in enumerate(zip(self.terms, self._sqrt_w))]
+        return [self._batch(params, index, shared, points, i) for i in range(len(self.terms))]
+
+    def term_residuals(self, x: torch.Tensor, index: torch.Tensor) -> list[torch.Tensor]:
+        """Weighted residuals of each term, [(B, R_t)], differentiable in ``x``."""
+        if not self.least_squares:
+            raise ValueError(f"terms {self.energy_only_terms()} define an energy, not residuals; "
+                             "use the adam or lbfgs solver for this stage")
+        return [s * wt.term.residuals(b) for b, wt, s in zip(self._batches(x, index), self.terms, self._sqrt_w)]
+
+    def energy_only_terms(self) -> list[str]:
+        """Recipe keys of the stage's terms that are not least squares."""
+        return [wt.key for wt in self.terms if not wt.term.least_squares]
 
     def residuals(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """(B, R) weighted residuals of rows ``index`` at packed parameters ``x`` (B, D)."""
         return torch.cat(self.term_residuals(x, index), dim=1)
 
+    def _term_energies(self, x: torch.Tensor, index: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for b, wt in zip(self._batches(x, index), self.terms):
+            if wt.term.least_squares:
+                r = wt.term.residuals(b)
+                out.append(wt.weight * (r * r).sum(dim=1))
+            else:
+                out.append(wt.weight * wt.term.energy(b))
+        return out
+
     def energy(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """(B,) per-sample energy."""
-        r = self.residuals(x, index)
-        return (r * r).sum(dim=1)
+        if self.least_squares:
+            r = self.residuals(x, index)
+            return (r * r).sum(dim=1)
+        return torch.stack(self._term_energies(x, index)).sum(dim=0)
 
     def term_energies(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Recipe key -> (B,) weighted energy of that term."""
         with torch.no_grad():
-            return {wt.key: (r * r).sum(dim=1) for wt, r in zip(self.terms, self.term_residuals(x, index))}
+            return {wt.key: e for wt, e in zip(self.terms, self._term_energies(x, index))}
 
     def residuals_and_jacobian(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Residuals (B, R) and their Jacobian (B, R, D) with respect to ``x``.

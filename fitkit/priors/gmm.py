@@ -54,6 +54,7 @@ import torch
 from fitkit.body.safe_pickle import load_pickle
 from fitkit.errors import ModelFileError, ParameterError
 from fitkit.io.atomic import atomic_write
+from fitkit.priors.files import PriorFileNotFoundError, expand, resolve_weight_path
 from fitkit.terms.base import Batch, Needs, Term, register_term
 
 __all__ = ["GaussianMixture", "GMMPosePrior", "PriorFileNotFoundError", "fit_gmm",
@@ -65,10 +66,6 @@ PathLike = Union[str, os.PathLike]
 DEFAULT_GMM_PATH = "${FITKIT_PRIORS}/gmm_08.pkl"
 
 _GMM_KEYS = ("means", "covars", "weights")
-
-
-class PriorFileNotFoundError(ModelFileError, FileNotFoundError):
-    """A prior's weight file does not exist (also a ``FileNotFoundError``)."""
 
 
 class GaussianMixture:
@@ -247,10 +244,6 @@ def _as_float64(value: Any, key: str, source: str) -> torch.Tensor:
 # Files
 
 
-def _expand(path: PathLike) -> Path:
-    return Path(os.path.expanduser(os.path.expandvars(os.fspath(path))))
-
-
 def load_gmm_file(path: PathLike) -> dict[str, np.ndarray]:
     """Read an official-layout GMM pickle (``gmm_08.pkl``) without running code.
 
@@ -264,17 +257,12 @@ def load_gmm_file(path: PathLike) -> dict[str, np.ndarray]:
         ModelFileError: unreadable/unsafe pickle, or a wrong layout (naming the
             file and the key).
     """
-    raw = os.fspath(path)
-    resolved = _expand(raw)
-    if not resolved.is_file():
-        unset = ""
-        if "$" in str(resolved):
-            unset = " (an environment variable in it is unset, e.g. FITKIT_PRIORS)"
-        raise PriorFileNotFoundError(
-            f"{resolved}: GMM pose prior file not found{unset}; this is SMPLify's licensed "
-            "gmm_08.pkl, which you download yourself from the SMPLify website (fitkit never "
-            "ships or commits it); point to it with the recipe's 'path:' or put it in the "
-            "folder named by the FITKIT_PRIORS environment variable")
+    resolved = resolve_weight_path(
+        path, "GMM pose prior file",
+        "SMPLify's licensed gmm_08.pkl is downloaded from the SMPLify website (fitkit never "
+        "ships or commits it): point to it with the recipe's 'path:' or put it in the folder "
+        "named by the FITKIT_PRIORS environment variable; fitkit's open mixture is "
+        "priors/open_gmm_08.pkl")
     loaded = load_pickle(resolved)
     if not isinstance(loaded, dict):
         raise ModelFileError(f"{resolved}: expected a pickled dict with keys "
@@ -313,7 +301,7 @@ def save_gmm_pickle(path: PathLike, gmm: Mapping[str, Any]) -> Path:
         The path written. Protocol 2 is used, as readable as the official file.
     """
     arrays = GaussianMixture.from_dict(gmm, source=os.fspath(path)).to_dict()
-    path = _expand(path)
+    path = expand(path)
     with atomic_write(path, "wb") as handle:
         pickle.dump(arrays, handle, protocol=2)
     return path
@@ -494,15 +482,12 @@ class GMMPosePrior(Term):
             self.mixture = GaussianMixture.from_dict(gmm, source="gmm prior")
         else:
             raw = os.fspath(path) if path is not None else DEFAULT_GMM_PATH
-            self.path = _expand(raw)
             arrays = load_gmm_file(raw)
+            self.path = resolve_weight_path(raw, "GMM pose prior file")
             try:
                 self.mixture = GaussianMixture.from_dict(arrays, source=str(self.path))
             except ParameterError as exc:  # e.g. a covariance that is not positive definite
                 raise ModelFileError(str(exc)) from None
-        if self.mixture.dim != 69:
-            raise ParameterError(f"{self.mixture.source}: the GMM pose prior needs D = 69 "
-                                 f"(body_pose), got D = {self.mixture.dim}")
         self._cast: dict[tuple, GaussianMixture] = {}
 
     def needs(self) -> Needs:
@@ -512,6 +497,11 @@ class GMMPosePrior(Term):
         return None
 
     def setup(self, ctx) -> None:
+        want = ctx.model.body_pose_dim
+        if self.mixture.dim != want:
+            raise ParameterError(f"{self.mixture.source}: this GMM pose prior is over D = {self.mixture.dim} "
+                                 f"numbers but the body model's body_pose has {want} "
+                                 f"({want // 3} joints); use a mixture trained for this model")
         self._for(torch.device(ctx.device), ctx.dtype)
 
     def _for(self, device: torch.device, dtype: torch.dtype) -> GaussianMixture:

@@ -27,6 +27,19 @@ Writing a term (one file, no engine edit)::
 and name it in a recipe (``type: my_term``). A module outside the package is
 imported by listing it under the recipe's ``plugins:``.
 
+Two optional extensions, both used by learned pose priors:
+
+- *Energy terms.* A term whose energy is not a sum of squares (e.g. a
+  negative log-density, which can be negative) sets ``least_squares = False``
+  and implements :meth:`Term.energy` instead of ``residuals``. Adam and
+  L-BFGS minimise it; Levenberg–Marquardt refuses such a stage.
+- *Latent pose.* A prior that reparameterizes ``body_pose`` by a latent code
+  (VPoser's z, a flow's base sample) returns a :class:`PoseLatent` from
+  :meth:`Term.latent`. In a stage that frees ``body_pose`` and uses that term,
+  the solver then optimizes the latent instead of the axis-angle pose; terms
+  see the decoded pose in ``batch.params['body_pose']`` and the code itself in
+  ``batch.params['pose_latent']``.
+
 Rules for ``residuals`` (the Levenberg–Marquardt solver differentiates it in
 forward mode with :mod:`torch.func`): use only torch operations on the batch's
 tensors, no in-place updates of inputs, no ``.item()`` and no Python branching
@@ -40,8 +53,11 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
-__all__ = ["Needs", "SetupContext", "Batch", "Term", "register_term", "get_term_class",
-           "registered_terms"]
+__all__ = ["Needs", "SetupContext", "Batch", "Term", "PoseLatent", "register_term", "get_term_class",
+           "registered_terms", "LATENT_KEY"]
+
+#: Key of the pose latent in :attr:`Batch.params` while a stage optimizes one.
+LATENT_KEY = "pose_latent"
 
 
 @dataclass(frozen=True)
@@ -122,6 +138,28 @@ class Batch:
         return per_sample.index_select(0, self.index)
 
 
+class PoseLatent:
+    """A learned reparameterization ``body_pose = decode(z)`` (see the module docstring).
+
+    Subclasses set :attr:`dim` and implement both maps for any rows ``index``
+    of the fit's N samples (a conditional decoder selects its per-sample
+    context with them). ``decode`` must be differentiable in ``z``.
+
+    Attributes:
+        dim: width Dz of the latent code.
+    """
+
+    dim: int = 0
+
+    def encode(self, body_pose: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """(B, 69) axis-angle body pose of rows ``index`` (B,) -> (B, Dz) latent code."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """(B, Dz) latent code of rows ``index`` -> (B, 69) axis-angle body pose."""
+        raise NotImplementedError
+
+
 class Term:
     """Base class of data terms and priors (see the module docstring).
 
@@ -133,11 +171,14 @@ class Term:
             output only (and on no other output); :meth:`residual_points` then
             says which. Lets the LM solver differentiate the term with 3
             forward-mode passes instead of one per parameter. Leave None if unsure.
+        least_squares: False for a term that implements :meth:`energy` only
+            (not usable with Levenberg–Marquardt).
     """
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "data"
     pointwise: ClassVar[str | None] = None
+    least_squares: ClassVar[bool] = True
 
     def needs(self) -> Needs:
         """The model outputs :meth:`residuals` reads (default: none)."""
@@ -154,6 +195,16 @@ class Term:
     def residuals(self, batch: Batch) -> torch.Tensor:
         """(B, R) unweighted residuals; the energy is their sum of squares."""
         raise NotImplementedError
+
+    def energy(self, batch: Batch) -> torch.Tensor:
+        """(B,) unweighted energy; by default the sum of squared residuals.
+        Terms with ``least_squares = False`` override this instead of :meth:`residuals`."""
+        r = self.residuals(batch)
+        return (r * r).sum(dim=1)
+
+    def latent(self) -> PoseLatent | None:
+        """The pose reparameterization this term optimizes through, or None (the default)."""
+        return None
 
     def residual_points(self) -> torch.Tensor:
         """(R,) long: the point of output ``pointwise`` each residual row depends on."""

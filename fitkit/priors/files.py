@@ -1,0 +1,57 @@
+"""Where pose-prior weight files are found.
+
+A recipe names a prior's weights by path (``path: priors/open_vposer.pt``,
+``path: ${FITKIT_PRIORS}/gmm_08.pkl``, ``path: /data/V02_05.ckpt``).
+:func:`resolve_weight_path` expands ``~`` and environment variables, then
+looks for a relative path first in the current folder and then in the
+fitkit checkout (the folder holding ``priors/`` and ``fitting_configs/``),
+so the shipped open weights are found from anywhere.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+from fitkit.errors import ModelFileError
+
+__all__ = ["PriorFileNotFoundError", "resolve_weight_path", "PRIORS_DIR", "REPO_DIR"]
+
+PathLike = Union[str, os.PathLike]
+
+#: The fitkit checkout (parent of the ``fitkit`` package).
+REPO_DIR = Path(__file__).resolve().parents[2]
+#: Shipped open weights and their model cards.
+PRIORS_DIR = REPO_DIR / "priors"
+
+
+class PriorFileNotFoundError(ModelFileError, FileNotFoundError):
+    """A prior's weight file does not exist (also a ``FileNotFoundError``)."""
+
+
+def expand(path: PathLike) -> Path:
+    """``~`` and ``$VARS`` expanded."""
+    return Path(os.path.expanduser(os.path.expandvars(os.fspath(path))))
+
+
+def resolve_weight_path(path: PathLike, what: str, hint: str = "") -> Path:
+    """The existing file ``path`` names (see the module docstring).
+
+    Args:
+        path: as written in a recipe or on the command line.
+        what: what the file is, for the error message (e.g. ``'VPoser weights'``).
+        hint: where to get the file, appended to the error message.
+    Raises:
+        PriorFileNotFoundError: naming every place that was tried.
+    """
+    p = expand(path)
+    tried = [p]
+    if not p.is_absolute():
+        tried.append(REPO_DIR / p)
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    unset = " (an environment variable in it is unset, e.g. FITKIT_PRIORS)" if "$" in str(p) else ""
+    where = " or ".join(str(c) for c in tried)
+    raise PriorFileNotFoundError(f"{path}: {what} not found{unset} (looked for {where})"
+                                 + (f"; {hint}" if hint else ""))
