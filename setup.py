@@ -13,7 +13,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_namespace_packages(include=["fitkit", "fitkit.*"]),
-    package_data={"fitkit.assets.open_body": ["*.npz", "NOTICE"]},
+    package_data={"fitkit.assets.open_body": ["*.npz", "NOTICE"],
+                  "fitkit.assets.pose_data": ["*.npz", "NOTICE"]},
     install_requires=[
         # A range for users; the README and CI pin torch==2.13.0 (CPU wheel).
         "torch>=2.1,<3",
@@ -24,6 +25,8 @@ setup(
         "pyyaml>=6",
         "opencv-python-headless>=4.7",
         "tqdm>=4.60",
+        "scikit-learn>=1.2",
+        "zuko>=1.1",
     ],
     extras_require={
         # Only needed to rebuild the committed open body (tools/build_open_body.py).
