@@ -57,7 +57,7 @@ from fitkit.io.atomic import atomic_write
 from fitkit.priors.files import PriorFileNotFoundError, expand, resolve_weight_path
 from fitkit.terms.base import Batch, Needs, Term, register_term
 
-__all__ = ["GaussianMixture", "GMMPosePrior", "PriorFileNotFoundError", "fit_gmm",
+__all__ = ["GaussianMixture", "GMMPosePrior", "PriorFileNotFoundError", "fit_gmm", "fit_gmm_sklearn",
            "save_gmm_pickle", "load_gmm_file", "mixture_log_likelihood", "DEFAULT_GMM_PATH"]
 
 PathLike = Union[str, os.PathLike]
@@ -179,6 +179,14 @@ class GaussianMixture:
         """``{'means', 'covars', 'weights'}`` as float64 numpy arrays (official layout)."""
         return {key: value.detach().cpu().numpy().copy()
                 for key, value in zip(_GMM_KEYS, self._master)}
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, D) draws from the mixture (a component by weight, then its Gaussian), float64 on the CPU."""
+        means64, covars64, weights64 = self._master
+        comp = torch.multinomial(weights64 / weights64.sum(), n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.dim, dtype=torch.float64, generator=generator)
+        chol = torch.linalg.cholesky(covars64)
+        return means64[comp] + torch.einsum("nij,nj->ni", chol[comp], eps)
 
     def _whitened(self, x: torch.Tensor) -> torch.Tensor:
         """(..., M, D): ``sqrt(0.5) L_m^T (x - mu_m)`` for every component."""
@@ -446,6 +454,33 @@ def fit_gmm(samples: Any, num_components: int = 8, iterations: int = 100, seed: 
         previous = loglik
     return {"means": (means + centre).numpy(), "covars": covars.numpy(),
             "weights": weights.numpy()}
+
+
+def fit_gmm_sklearn(samples: Any, num_components: int = 8, *, reg_covar: float = 0.03, seed: int = 0,
+                    max_iter: int = 500, n_init: int = 2) -> dict[str, np.ndarray]:
+    """Fit a full-covariance mixture with scikit-learn's ``GaussianMixture``.
+
+    This is how fitkit's shipped ``priors/open_gmm_08.pkl`` is trained
+    (``tools/train_gmm.py`` picks ``reg_covar`` by leave-clips-out validation);
+    :func:`fit_gmm` is an independent implementation of the same EM.
+
+    Args:
+        samples: (N, D) poses in radians.
+        num_components: M (8 in SMPLify).
+        reg_covar: added to every covariance's diagonal (squared radians).
+        seed, max_iter, n_init: passed to scikit-learn (``random_state``, ...).
+    Returns:
+        ``{'means', 'covars', 'weights'}`` float64 arrays in ``gmm_08.pkl`` layout.
+    """
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    x = _as_samples(samples).numpy()
+    if num_components < 1 or num_components > len(x):
+        raise ParameterError(f"num_components must be in [1, N={len(x)}], got {num_components}")
+    sk = SkGaussianMixture(num_components, covariance_type="full", reg_covar=reg_covar,
+                           random_state=seed, max_iter=max_iter, n_init=n_init).fit(x)
+    return {"means": sk.means_.astype(np.float64), "covars": sk.covariances_.astype(np.float64),
+            "weights": sk.weights_.astype(np.float64)}
 
 
 # ---------------------------------------------------------------------------------------
