@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from fitkit.body import load_body_model
+from fitkit.priors.presets import PRIOR_NAMES
 from fitkit.errors import FitkitError
 from fitkit.io.atomic import atomic_write
 from fitkit.io.mesh import write_obj, write_ply
@@ -111,6 +112,9 @@ def _add_fit_parser(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe entry, e.g. terms.pose.path=/data/gmm_08.pkl or "
                         "stages.1.solver.iterations=50 (repeatable)")
+    p.add_argument("--prior", choices=list(PRIOR_NAMES),
+                   help="replace the recipe's pose prior (terms.pose) by fitkit's open gmm, vposer or cnf, "
+                        "or remove it (none); applied before --set")
     p.add_argument("--model", choices=["open", "smpl"], help="body model (default: the recipe's, else open)")
     p.add_argument("--gender", choices=["neutral", "male", "female"], help="body model gender")
     p.add_argument("--model-dir", help="folder with licensed model files (default: $FITKIT_MODELS)")
@@ -130,12 +134,19 @@ def _add_fit_parser(sub) -> None:
 def _add_demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo", help="fit a synthetic open-body example and print before/after metrics",
-        description="Make a synthetic example from the embedded open body (random poses, noisy keypoints "
-                    "with dropouts, a perturbed initialization), fit it, and print MPJPE, PA-MPJPE (mm), "
-                    "the mean 2D keypoint error (px) before and after, and the fit time.")
+        description="Make a synthetic example from the embedded open body (poses from the held-out clips "
+                    "of the open pose data, noisy keypoints with dropouts, a perturbed initialization), fit "
+                    "it, and print MPJPE, PA-MPJPE (mm), the mean 2D keypoint error (px) before and after, "
+                    "and the fit time.")
     p.add_argument("--frames", type=int, default=16, help="number of synthetic frames (default 16)")
     p.add_argument("--recipe", default="demo", help="recipe file or shipped name (default demo)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe entry (repeatable)")
+    p.add_argument("--prior", choices=list(PRIOR_NAMES),
+                   help="pose prior: the open gmm (the demo recipe's), vposer, cnf, or none")
+    p.add_argument("--poses", choices=["heldout", "random"], default="heldout",
+                   help="held-out mocap frames of the open pose data (default) or random joint-range poses")
+    p.add_argument("--init-noise", type=float, default=0.3,
+                   help="std (rad) of the initial error per pose component (default 0.3)")
     p.add_argument("--noise-px", type=float, default=2.0, help="keypoint noise std in pixels (default 2)")
     p.add_argument("--dropout", type=float, default=0.1, help="fraction of dropped keypoints (default 0.1)")
     p.add_argument("--seed", type=int, default=0)

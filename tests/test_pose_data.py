@@ -114,11 +114,13 @@ def test_parse_clip_errors():
 def test_shipped_pose_data_splits_by_clip():
     assert OPEN_POSE_DATA.is_file() and OPEN_POSE_DATA.stat().st_size < 5e6
     assert (OPEN_POSE_DATA.parent / "NOTICE").is_file()
-    train, test, full = load_pose_data("train"), load_pose_data("test"), load_pose_data("all")
-    assert len(train) + len(test) == len(full) == 3620
-    assert not set(train.clip.tolist()) & set(test.clip.tolist())
-    assert len(test) > 0.15 * len(full)
-    for d in (train, test):  # every clip in both orientations
+    train, val, test = (load_pose_data(s) for s in ("train", "val", "test"))
+    full = load_pose_data("all")
+    assert len(train) + len(val) + len(test) == len(full) == 3620
+    clips = [set(d.clip.tolist()) for d in (train, val, test)]
+    assert not (clips[0] & clips[1]) and not (clips[0] & clips[2]) and not (clips[1] & clips[2])
+    assert len(test) > 0.15 * len(full) and len(val) > 0.05 * len(full)
+    for d in (train, val, test):  # every clip in both orientations
         assert d.mirrored.sum() * 2 == len(d)
     assert "sha256" in full.provenance["source"]
     assert np.isfinite(full.body_pose).all() and np.abs(full.body_pose).max() <= np.pi + 1e-4

@@ -6,8 +6,8 @@
 Steps: ``pip download --no-deps pybullet`` (nothing is installed), read the
 humanoid clips from ``pybullet_data/data/motions/`` inside the wheel, retarget
 each to SMPL's 23 body joints (:mod:`fitkit.build.deepmimic`), add a
-left–right mirrored copy of every frame, split train/test by clip
-(:data:`TEST_CLIPS`), and write one ``.npz`` (no pickles) with provenance, plus
+left–right mirrored copy of every frame, split train/val/test by clip
+(:data:`TEST_CLIPS`, :data:`VAL_CLIPS`), and write one ``.npz`` (no pickles) with provenance, plus
 the attribution file ``NOTICE`` beside it.
 """
 from __future__ import annotations
@@ -31,6 +31,9 @@ from fitkit.priors.pose_data import OPEN_POSE_DATA, mirror_body_pose, mirror_glo
 MOTIONS = "pybullet_data/data/motions/"
 #: Held-out clips (with their mirror images): a run, punches, a spin, a dance, a turn.
 TEST_CLIPS = ("humanoid3d_run", "humanoid3d_punch", "humanoid3d_spin", "humanoid3d_dance_b", "walker/turn_left1")
+#: Validation clips, for choices made while training or tuning (epochs, recipe weights): a dance,
+#: a kick, a turn. No prior is trained on them and no choice is made on the test clips.
+VAL_CLIPS = ("humanoid3d_dance_a", "humanoid3d_kick", "walker/turn_right1")
 
 NOTICE = """\
 open_poses.npz: body poses retargeted by fitkit (tools/prepare_pose_data.py) from the
@@ -90,9 +93,9 @@ def read_clips(wheel: Path) -> list[tuple[str, str]]:
 def build(wheel: Path, seed: int) -> tuple[dict[str, np.ndarray], dict]:
     clips = read_clips(wheel)
     names = [n for n, _ in clips]
-    missing = [c for c in TEST_CLIPS if c not in names]
+    missing = [c for c in TEST_CLIPS + VAL_CLIPS if c not in names]
     if missing:
-        raise SystemExit(f"{wheel}: test clips {missing} not found (clips: {names})")
+        raise SystemExit(f"{wheel}: test/validation clips {missing} not found (clips: {names})")
     parts = {k: [] for k in ("body_pose", "global_orient", "transl", "clip", "frame", "mirrored")}
     fps, split = [], []
     for c, (name, text) in enumerate(clips):
@@ -110,7 +113,7 @@ def build(wheel: Path, seed: int) -> tuple[dict[str, np.ndarray], dict]:
             parts["frame"].append(np.arange(T, dtype=np.int16))
             parts["mirrored"].append(np.full(T, flip))
         fps.append(clip.fps)
-        split.append("test" if name in TEST_CLIPS else "train")
+        split.append("test" if name in TEST_CLIPS else ("val" if name in VAL_CLIPS else "train"))
         print(f"  {name:28s} {T:4d} frames  {clip.fps:5.1f} fps  {split[-1]}")
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     arrays.update(clip_names=np.array(names), clip_fps=np.array(fps, dtype=np.float32), clip_split=np.array(split))
@@ -123,6 +126,7 @@ def build(wheel: Path, seed: int) -> tuple[dict[str, np.ndarray], dict]:
         "noise_smoothing_frames": NOISE_SMOOTHING_FRAMES,
         "mirrored_copies": True,
         "test_clips": list(TEST_CLIPS),
+        "validation_clips": list(VAL_CLIPS),
         "seed": seed,
         "created": datetime.date.today().isoformat(),
         "command": "python tools/prepare_pose_data.py " + " ".join(sys.argv[1:]),
@@ -145,10 +149,10 @@ def main(argv=None) -> int:
             np.savez_compressed(fh, **arrays)
         with atomic_write(args.out.parent / "NOTICE", "w") as fh:
             fh.write(NOTICE.format(wheel=wheel.name))
-    n = len(arrays["body_pose"])
-    n_test = int(sum(arrays["clip_split"][arrays["clip"]] == "test"))
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): {n} frames "
-          f"({n - n_test} train, {n_test} test, mirrored copies included)")
+    per_frame = arrays["clip_split"][arrays["clip"]]
+    counts = ", ".join(f"{int((per_frame == s).sum())} {s}" for s in ("train", "val", "test"))
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): {len(per_frame)} frames "
+          f"({counts}; mirrored copies included)")
     return 0
 
 

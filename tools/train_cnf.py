@@ -4,10 +4,9 @@
     python tools/train_cnf.py --context none --out /tmp/open_cnf_uncond.pt
     python tools/train_cnf.py --epochs 5 --out /tmp/smoke.pt   # a quick smoke run
 
-Steps: load the train and test splits of the open pose set
-(:func:`fitkit.priors.pose_data.load_pose_data`, split by clip) and hold out
-the ``--val-clips`` of the train split (with their mirror images) for early
-stopping; render every pose from ``--views`` random cameras into 2D keypoint
+Steps: load the train, validation and test splits of the open pose set
+(:func:`fitkit.priors.pose_data.load_pose_data`, split by clip; validation
+clips choose the epoch); render every pose from ``--views`` random cameras into 2D keypoint
 contexts (:func:`fitkit.priors.cnf.make_keypoint_contexts`, open body, random
 betas; validation and test contexts with the fixed seeds ``--test-seed`` + 1
 and ``--test-seed``, no blank contexts); fit the flow by maximum likelihood
@@ -32,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,9 +40,6 @@ if str(REPO) not in sys.path:
 from fitkit.body import load_body_model  # noqa: E402
 from fitkit.priors.cnf import (make_keypoint_contexts, mean_nll, save_flow,  # noqa: E402
                                train_cnf)
-
-#: Training clips held out for early stopping (a dance, a kick, a walking turn).
-VAL_CLIPS = ("humanoid3d_dance_a", "humanoid3d_kick", "walker/turn_right1")
 
 
 def sha256(path: Path) -> str:
@@ -63,8 +58,6 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "priors" / "open_cnf.pt"))
     ap.add_argument("--data", default=None, help="pose data .npz (default: the shipped open pose set)")
-    ap.add_argument("--val-clips", nargs="*", default=list(VAL_CLIPS),
-                    help="train-split clips held out for early stopping (none: no early stopping)")
     ap.add_argument("--views", type=int, default=4, help="random cameras per training pose")
     ap.add_argument("--test-views", type=int, default=4, help="random cameras per test pose")
     ap.add_argument("--test-seed", type=int, default=12345, help="seed of the test cameras (fixed)")
@@ -91,18 +84,11 @@ def main(argv=None) -> int:
     data_path = Path(args.data) if args.data else OPEN_POSE_DATA
     t0 = time.perf_counter()
     train = load_pose_data("train", data_path)
+    val = load_pose_data("val", data_path)
     test = load_pose_data("test", data_path)
-    unknown = sorted(set(args.val_clips) - set(train.clip_names))
-    if unknown:
-        raise SystemExit(f"--val-clips: {unknown} are not clips of {data_path} "
-                         f"(clips: {train.clip_names})")
     if train.global_orient is None or test.global_orient is None:
         raise SystemExit(f"{data_path}: the data has no global_orient; keypoint contexts need it")
-    held = np.isin(np.asarray(train.clip_names)[train.clip], args.val_clips)
-    val, train = train.select(held), train.select(~held)
     print(f"pose data {data_path}: {len(train)} train / {len(val)} validation / {len(test)} test poses")
-    if len(train) == 0:
-        raise SystemExit("no training poses left after holding out --val-clips")
 
     model = load_body_model("open", num_betas=10)
     keypoints = args.context == "keypoints"
@@ -142,7 +128,7 @@ def main(argv=None) -> int:
 
     extra = {
         "data": {"file": str(data_path), "sha256": sha256(data_path), "train_poses": len(train),
-                 "validation_poses": len(val), "validation_clips": list(args.val_clips),
+                 "validation_poses": len(val),
                  "test_poses": len(test), "provenance": train.provenance},
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "seed": args.seed,

@@ -3,7 +3,7 @@
     python tools/train_vposer.py                                 # -> priors/open_vposer.pt
     python tools/train_vposer.py --epochs 5 --out /tmp/smoke.pt  # a quick smoke run
 
-Steps: load the train and test splits of the open pose set
+Steps: load the train, validation and test splits of the open pose set
 (:func:`fitkit.priors.pose_data.load_pose_data`, split by clip), train the
 VAE on the first 63 numbers of ``body_pose`` (SMPL joints 1..21) with
 :func:`fitkit.priors.vposer_train.train_vposer`, report on the held-out test
@@ -73,15 +73,16 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     data_path = Path(args.data) if args.data else OPEN_POSE_DATA
     train = load_pose_data("train", data_path)
+    val = load_pose_data("val", data_path)
     test = load_pose_data("test", data_path)
-    print(f"pose data {data_path}: {len(train)} train / {len(test)} test poses")
+    print(f"pose data {data_path}: {len(train)} train / {len(val)} validation / {len(test)} test poses")
 
     t0 = time.perf_counter()
     model, history = train_vposer(train.body_pose, num_neurons=args.num_neurons, latent_dim=args.latent_dim,
                                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                   kl_weight=args.kl_weight, weight_decay=args.weight_decay,
                                   input_noise=args.input_noise, seed=args.seed,
-                                  val_poses=test.body_pose, val_every=args.val_every)
+                                  val_poses=val.body_pose, val_every=args.val_every)
     train_seconds = time.perf_counter() - t0
 
     sigma = observation_sigma(args.kl_weight) if args.kl_weight > 0 else observation_sigma(5e-3)

@@ -58,7 +58,7 @@ def _cat(parts: list[dict]) -> dict:
 
 def run(args) -> dict:
     t0 = time.perf_counter()
-    recipe = load_recipe(args.config, args.set or [])
+    recipe = load_recipe(args.config, args.set or [], prior=getattr(args, "prior", None))
     device = pick_device(args.device)
     body = dict(recipe.body)
     model = load_body_model(args.model or body.get("model", "open"), args.gender or body.get("gender", "neutral"),

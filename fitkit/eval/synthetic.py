@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
+import numpy as np
 import roma
 import torch
 
@@ -250,13 +251,16 @@ def make_keypoint_example(model: BodyModel, n: int, *, keypoint_format: str = "b
                           image_size: Sequence[float] = (1000, 1000), noise_px: float = 1.0,
                           dropout: float = 0.1, pose_noise: float = 0.15, shape_noise: float = 0.5,
                           transl_noise: Sequence[float] = (0.05, 0.05, 0.3), seed: int = 0,
-                          focal: Optional[float] = None, spread: float = 1.0) -> SyntheticExample:
+                          focal: Optional[float] = None, spread: float = 1.0,
+                          body_pose: Optional[Any] = None) -> SyntheticExample:
     """Random bodies seen by a full-image camera, as noisy 2D keypoints with their answer.
 
     Recipe (all random numbers from ``torch.Generator().manual_seed(seed)``):
 
-    1. Pose from :func:`sample_body_poses` (``spread``); betas ~ N(0, 0.8^2)
-       on the first 10 coefficients (the model's others stay 0).
+    1. Pose from :func:`sample_body_poses` (``spread``), or ``body_pose`` when
+       given (e.g. held-out mocap frames; the global orientation is still
+       drawn); betas ~ N(0, 0.8^2) on the first 10 coefficients (the model's
+       others stay 0).
     2. Camera: fx = fy = ``focal`` (default sqrt(w^2 + h^2)), principal point
        at the image centre ((w - 1)/2, (h - 1)/2), the same for every frame.
     3. Placement: ``transl`` depth drawn uniformly in [3, 6] m (the pelvis
@@ -290,6 +294,7 @@ def make_keypoint_example(model: BodyModel, n: int, *, keypoint_format: str = "b
         seed: random seed; the same arguments and seed give the same example.
         focal: focal length in pixels, or None for the default.
         spread: pose variety, see :func:`sample_body_poses`.
+        body_pose: optional (n, 69) axis-angle poses to use instead of random ones.
     Returns:
         :class:`SyntheticExample`.
     """
@@ -318,7 +323,14 @@ def make_keypoint_example(model: BodyModel, n: int, *, keypoint_format: str = "b
     dev, dt = model.device, model.dtype
 
     # 1. pose and shape
-    global_orient, body_pose = sample_body_poses(n, generator=g, spread=spread, dtype=f64)
+    global_orient, drawn_pose = sample_body_poses(n, generator=g, spread=spread, dtype=f64)
+    if body_pose is None:
+        body_pose = drawn_pose
+    else:
+        body_pose = torch.as_tensor(np.asarray(body_pose), dtype=f64)
+        if body_pose.shape != drawn_pose.shape or not bool(torch.isfinite(body_pose).all()):
+            raise ParameterError(f"body_pose must be finite with shape {tuple(drawn_pose.shape)}, "
+                                 f"got {tuple(body_pose.shape)}")
     num_drawn = min(10, model.num_betas)
     betas = torch.zeros(n, model.num_betas, dtype=f64)
     betas[:, :num_drawn] = 0.8 * torch.randn(n, num_drawn, generator=g, dtype=f64)

@@ -210,12 +210,18 @@ def recipe_from_dict(data: dict, source: str = "<dict>") -> Recipe:
                   stages=stages, plugins=list(data.get("plugins") or []), source=source, data=data)
 
 
-def load_recipe(path_or_name: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    """Read a recipe file (or a shipped recipe by name) and apply ``key.path=value`` overrides."""
+def load_recipe(path_or_name: str | Path, overrides: Sequence[str] = (), prior: str | None = None) -> Recipe:
+    """Read a recipe file (or a shipped recipe by name), swap its pose prior for the
+    preset ``prior`` (:mod:`fitkit.priors.presets`; None keeps the recipe's), then
+    apply ``key.path=value`` overrides."""
     path = _resolve(path_or_name)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise RecipeError(f"{path}: cannot read the recipe: {exc}") from exc
+    if prior is not None:
+        from fitkit.priors.presets import with_prior  # late: presets imports this module
+
+        data = with_prior(data, prior, str(path))
     data = apply_overrides(data, overrides, str(path))
     return recipe_from_dict(data, str(path))

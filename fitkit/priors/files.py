@@ -35,7 +35,7 @@ def expand(path: PathLike) -> Path:
 
 
 def resolve_weight_path(path: PathLike, what: str, hint: str = "") -> Path:
-    """The existing file ``path`` names (see the module docstring).
+    """The existing file ``path`` names, as an absolute path (see the module docstring).
 
     Args:
         path: as written in a recipe or on the command line.
@@ -50,7 +50,7 @@ def resolve_weight_path(path: PathLike, what: str, hint: str = "") -> Path:
         tried.append(REPO_DIR / p)
     for candidate in tried:
         if candidate.is_file():
-            return candidate
+            return candidate.resolve()
     unset = " (an environment variable in it is unset, e.g. FITKIT_PRIORS)" if "$" in str(p) else ""
     where = " or ".join(str(c) for c in tried)
     raise PriorFileNotFoundError(f"{path}: {what} not found{unset} (looked for {where})"

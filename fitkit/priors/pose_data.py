@@ -5,8 +5,10 @@ the DeepMimic motion clips of the ``pybullet`` wheel (CMU/SFU mocap
 retargeted to a simple humanoid; zlib licence) retargeted to SMPL's 23 body
 joints by ``tools/prepare_pose_data.py`` (mapping in
 :mod:`fitkit.build.deepmimic`), plus a left–right mirrored copy of every
-frame. Train and test are split **by clip** (a clip and its mirror image are
-in the same split), so test poses come from motions the priors never saw.
+frame. Train, validation and test are split **by clip** (a clip and its
+mirror image are in the same split): priors are trained on ``train``, every
+choice (epochs, regularisers, recipe weights) is made on ``val``, and
+``test`` poses come from motions that neither training nor tuning saw.
 
 Users with AMASS read its per-sequence ``.npz`` files with
 :func:`read_amass_npz`.
@@ -30,7 +32,7 @@ __all__ = ["PoseData", "load_pose_data", "read_amass_npz", "mirror_body_pose", "
 PathLike = Union[str, os.PathLike]
 
 OPEN_POSE_DATA = Path(__file__).resolve().parents[1] / "assets" / "pose_data" / "open_poses.npz"
-SPLITS = ("train", "test", "all")
+SPLITS = ("train", "val", "test", "all")
 
 # SMPL body_pose joint slots (joint id - 1) that swap under a left-right mirror
 _MIRROR_PAIRS = ((0, 1), (3, 4), (6, 7), (9, 10), (12, 13), (15, 16), (17, 18), (19, 20), (21, 22))
@@ -122,7 +124,7 @@ def load_pose_data(split: str = "train", path: PathLike | None = None) -> PoseDa
     """The open pose set (or a file written in its layout by ``tools/prepare_pose_data.py``).
 
     Args:
-        split: ``'train'``, ``'test'`` or ``'all'``.
+        split: ``'train'``, ``'val'``, ``'test'`` or ``'all'``.
         path: default :data:`OPEN_POSE_DATA`.
     Raises:
         ModelFileError: missing/corrupt file or missing fields (naming them).
