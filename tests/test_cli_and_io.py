@@ -72,6 +72,20 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
+def test_atomic_write_gives_plain_open_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "a.txt") as f:
+            f.write("x")
+        (tmp_path / "b.txt").write_text("x")
+    finally:
+        os.umask(old)
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("a.txt") == mode("b.txt") == 0o644
+
+
 def test_load_body_model_argument_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="model_type"):
         load_body_model("smpl-x")

@@ -122,3 +122,22 @@ def test_demo_runs_with_every_prior(tmp_path, name):
     summary = json.loads(path.read_text())
     assert (summary["prior"] == "none") if name == "none" else summary["prior"].startswith(f"type: {name}")
     assert np.isfinite(summary["after"]["pa_mpjpe"])
+
+
+def test_fit_command_swaps_the_prior(tmp_path):
+    from fitkit.eval.synthetic import make_keypoint_example
+    from fitkit.io.observations import save_observations
+    from fitkit.io.params import load_result
+
+    model = load_body_model("open", num_betas=10)
+    ex = make_keypoint_example(model, 2, seed=1)
+    obs = save_observations(tmp_path / "obs.npz", ex.observations)
+    energies = {}
+    for name in ("cnf", "none"):
+        out = tmp_path / name
+        assert main(["fit", "--config", "demo", "--prior", name, "--input", str(obs), "--output", str(out),
+                     "--quiet", "--set", "stages.1.solver.iterations=5"]) == 0
+        energies[name] = {k for k in load_result(out / "result.npz") if k.startswith("energy_")}
+    assert "energy_pose" in energies["cnf"] and "energy_pose" not in energies["none"]
+    with pytest.raises(SystemExit):  # argparse refuses an unknown prior name
+        main(["fit", "--config", "demo", "--prior", "flow", "--input", str(obs), "--output", str(tmp_path / "x")])

@@ -14,7 +14,7 @@ from fitkit.body.skeleton import SMPL_JOINT_NAMES
 from fitkit.errors import ModelFileError, ParameterError
 from fitkit.priors.bending import BendingPrior
 from fitkit.priors.camera_depth import CameraDepthPrior
-from fitkit.priors.gmm import (GaussianMixture, GMMPosePrior, PriorFileNotFoundError, fit_gmm,
+from fitkit.priors.gmm import (GaussianMixture, GMMPosePrior, PriorFileNotFoundError, fit_gmm, fit_gmm_sklearn,
                                mixture_log_likelihood, save_gmm_pickle)
 from fitkit.priors.init_l2 import InitL2Prior
 from fitkit.priors.shape import ShapeL2Prior
@@ -511,3 +511,26 @@ def test_forward_mode_jacobian_matches_autograd(name):
     assert float(jac_reverse.abs().sum()) > 0
     pose_cols = jac_reverse[..., 3:72]
     assert (float(pose_cols.abs().sum()) > 0) == (name in {"gmm", "bending", "init_l2"})
+
+
+def test_gmm_samples_have_the_mixture_moments():
+    """Oracle: a mixture's mean is sum_m w_m mu_m, its covariance sum_m w_m (Sigma_m + mu_m mu_m^T) - mean mean^T."""
+    gmm = random_gmm(m=3, d=4, seed=3)
+    x = GaussianMixture.from_dict(gmm).sample(200_000, generator=torch.Generator().manual_seed(0)).numpy()
+    w, mu, cov = gmm["weights"], gmm["means"], gmm["covars"]
+    mean = (w[:, None] * mu).sum(0)
+    second = (w[:, None, None] * (cov + mu[:, :, None] * mu[:, None, :])).sum(0)
+    np.testing.assert_allclose(x.mean(0), mean, atol=5e-3)
+    np.testing.assert_allclose(np.cov(x.T), second - np.outer(mean, mean), atol=5e-3)
+
+
+def test_sklearn_and_own_em_agree_on_likelihood():
+    """Two implementations of EM (scikit-learn's and fit_gmm) reach the same held-out likelihood."""
+    gmm = random_gmm(m=2, d=3, seed=4)
+    sampler = GaussianMixture.from_dict(gmm)
+    train = sampler.sample(4000, generator=torch.Generator().manual_seed(1)).numpy()
+    test = sampler.sample(2000, generator=torch.Generator().manual_seed(2)).numpy()
+    ll_sk = mixture_log_likelihood(test, fit_gmm_sklearn(train, 2, reg_covar=1e-6))
+    ll_own = mixture_log_likelihood(test, fit_gmm(train, num_components=2, iterations=200, reg=1e-6))
+    ll_true = mixture_log_likelihood(test, gmm)
+    assert abs(ll_sk - ll_own) < 0.02 and abs(ll_sk - ll_true) < 0.05
