@@ -861,8 +861,7 @@ class CNFPosePrior(Term):
 
     def energy(self, batch: Batch) -> torch.Tensor:
         if self.mode == "latent":
-            r = self.residuals(batch)
-            return (r * r).sum(dim=1)
+            return super().energy(batch)
         return self.nll(batch.params["body_pose"], batch.index)
 
     def nll(self, body_pose: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
