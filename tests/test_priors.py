@@ -534,3 +534,18 @@ def test_sklearn_and_own_em_agree_on_likelihood():
     ll_own = mixture_log_likelihood(test, fit_gmm(train, num_components=2, iterations=200, reg=1e-6))
     ll_true = mixture_log_likelihood(test, gmm)
     assert abs(ll_sk - ll_own) < 0.02 and abs(ll_sk - ll_true) < 0.05
+
+
+def test_plain_metadata_keeps_only_what_weights_only_loading_reads(tmp_path):
+    from pathlib import Path
+
+    from fitkit.priors.files import plain_metadata
+
+    meta = plain_metadata({"a": np.float32(1.5), "b": (1, Path("x/y")), "c": np.arange(3), "d": torch.tensor(2)},
+                          "extra")
+    assert meta["a"] == 1.5 and type(meta["a"]) is float and meta["b"] == [1, "x/y"] and meta["d"] == 2
+    torch.save(meta, tmp_path / "m.pt")
+    back = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert torch.equal(back["c"], torch.arange(3))
+    with pytest.raises(ParameterError, match=r"extra.bad: cannot store a object"):
+        plain_metadata({"bad": object()}, "extra")

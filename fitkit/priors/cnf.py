@@ -84,7 +84,7 @@ from torch import nn
 from fitkit.body.keypoint_formats import KeypointFormat, get_format
 from fitkit.errors import ModelFileError, ParameterError
 from fitkit.io.atomic import atomic_write
-from fitkit.priors.files import PriorFileNotFoundError, expand, resolve_weight_path
+from fitkit.priors.files import PriorFileNotFoundError, expand, plain_metadata, resolve_weight_path
 from fitkit.terms.base import LATENT_KEY, Batch, Needs, PoseLatent, Term, register_term
 
 __all__ = ["ConditionalPoseFlow", "CNFPosePrior", "FlowPoseLatent", "keypoint_context",
@@ -376,28 +376,6 @@ class ConditionalPoseFlow(nn.Module):
 # Files
 
 
-def _plain(value: Any, where: str) -> Any:
-    """``value`` as tensors / str / int / float / bool / None / list / dict only."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
-    if isinstance(value, str):
-        return str(value)  # also str subclasses such as torch.__version__
-    if isinstance(value, (bool, int, float)) or value is None:
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value.copy())
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise ParameterError(f"{where}: cannot store a {type(value).__name__} in a weight file "
-                         "(use tensors, strings, numbers, lists and dicts)")
-
-
 def save_flow(path: PathLike, flow: ConditionalPoseFlow, extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``flow`` as a ``fitkit.cnf/1`` file (atomically; parent folders created).
 
@@ -420,8 +398,8 @@ def save_flow(path: PathLike, flow: ConditionalPoseFlow, extra: Mapping[str, Any
     provenance = {"version": fitkit.__version__, "torch": torch.__version__, "zuko": zuko.__version__,
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     provenance.update(dict(extra or {}))
-    provenance = _plain(provenance, "extra")
-    payload = {"format": FORMAT, "config": _plain(flow.config, "config"),
+    provenance = plain_metadata(provenance, "extra")
+    payload = {"format": FORMAT, "config": plain_metadata(flow.config, "config"),
                "state_dict": {k: v.detach().to("cpu").clone() for k, v in flow.state_dict().items()},
                "fitkit": provenance}
     path = expand(path)

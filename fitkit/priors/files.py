@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Any, Mapping, Union
 
-from fitkit.errors import ModelFileError
+from fitkit.errors import ModelFileError, ParameterError
 
-__all__ = ["PriorFileNotFoundError", "resolve_weight_path", "PRIORS_DIR", "REPO_DIR"]
+__all__ = ["PriorFileNotFoundError", "resolve_weight_path", "plain_metadata", "PRIORS_DIR", "REPO_DIR"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -55,3 +55,33 @@ def resolve_weight_path(path: PathLike, what: str, hint: str = "") -> Path:
     where = " or ".join(str(c) for c in tried)
     raise PriorFileNotFoundError(f"{path}: {what} not found{unset} (looked for {where})"
                                  + (f"; {hint}" if hint else ""))
+
+
+def plain_metadata(value: Any, where: str) -> Any:
+    """``value`` made of what ``torch.load(weights_only=True)`` reads back: tensors, str,
+    int, float, bool, None, lists and dicts (numpy values, 0-d arrays, tuples, paths and
+    str/number subclasses such as ``torch.__version__`` converted).
+
+    Raises:
+        ParameterError: naming ``where`` (e.g. ``'extra.data'``) for anything else.
+    """
+    import numpy as np
+    import torch
+
+    if value is None:
+        return None
+    for kind in (bool, int, float, str):  # subclasses (numpy.float64, TorchVersion) as the base type
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, (np.ndarray, np.generic, torch.Tensor)):
+        if value.ndim == 0:
+            return plain_metadata(value.item(), where)
+        return torch.as_tensor(value).detach().cpu().clone()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain_metadata(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_metadata(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise ParameterError(f"{where}: cannot store a {type(value).__name__} in a weight file "
+                         "(use tensors, strings, numbers, lists and dicts)")

@@ -74,7 +74,7 @@ from torch import nn
 
 from fitkit.errors import ModelFileError, ParameterError
 from fitkit.io.atomic import atomic_write
-from fitkit.priors.files import PriorFileNotFoundError, expand, resolve_weight_path
+from fitkit.priors.files import PriorFileNotFoundError, expand, plain_metadata, resolve_weight_path
 from fitkit.terms.base import LATENT_KEY, Batch, Needs, PoseLatent, Term, register_term
 
 __all__ = ["VPoser", "VPoserV1", "VPoserV2", "VPoserLatent", "VPoserPrior", "PriorFileNotFoundError",
@@ -493,25 +493,6 @@ def load_vposer(path: PathLike) -> VPoser:
     return model
 
 
-def _plain(value: Any, where: str) -> Any:
-    """``value`` as str/int/float/bool/None/list/dict only (numpy scalars, tuples, paths converted)."""
-    if value is None:
-        return None
-    for kind in (bool, int, float, str):  # subclasses (numpy.float64, TorchVersion) as the base type
-        if isinstance(value, kind):
-            return kind(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / 0-d tensor scalars
-        return _plain(value.item(), where)
-    raise ParameterError(f"save_vposer: {where} is a {type(value).__name__}; metadata may hold only "
-                         "str, int, float, bool, None, lists and dicts")
-
-
 def save_vposer(path: PathLike, model: VPoser, extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` so that :func:`load_vposer` (and human_body_prior's v2 loader) reads it.
 
@@ -538,7 +519,7 @@ def save_vposer(path: PathLike, model: VPoser, extra: Mapping[str, Any] | None =
     state = {prefix + k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "vposer", "version": model.version, "num_neurons": model.num_neurons,
             "latent_dim": model.latent_dim, "num_joints": NUM_JOINTS, "torch": str(torch.__version__)}
-    meta.update(_plain(dict(extra or {}), "extra"))
+    meta.update(plain_metadata(dict(extra or {}), "extra"))
     path = expand(path)
     with atomic_write(path, "wb") as handle:
         torch.save({"state_dict": state, "fitkit": meta}, handle)
