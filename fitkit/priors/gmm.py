@@ -549,8 +549,9 @@ class GMMPosePrior(Term):
         pose = batch.params["body_pose"]
         return self._for(pose.device, pose.dtype).residuals(pose)
 
-    def energy(self, body_pose: torch.Tensor) -> torch.Tensor:
-        """(B,) the exact energy E(x) (not offset), for reporting."""
+    def exact_energy(self, body_pose: torch.Tensor) -> torch.Tensor:
+        """(B,) the exact energy E(x) of poses (B, 69) (not offset), for reporting. (The
+        term's :meth:`energy` of a batch is the residual form's, E(x) minus a constant.)"""
         return self._for(body_pose.device, body_pose.dtype).energy(body_pose)
 
     def __repr__(self) -> str:
