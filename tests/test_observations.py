@@ -337,3 +337,26 @@ def test_truncated_member_is_reported(tmp_path):
         zf.writestr("keypoints.npy", b"\x93NUMPY broken")
     with pytest.raises(ObservationError, match=re.escape(str(path))):
         load_observations(path)
+
+
+def test_dense_cues_round_trip_subset_and_move(tmp_path):
+    n, h, w = 3, 6, 8
+    field = np.random.default_rng(0).normal(size=(n, h, w, 2))
+    field[1, 2, 3] = np.nan  # no value at that pixel
+    obs = Observations.from_arrays(np.zeros((n, 25, 3)), "body25", (w, h), dense={"displacements": field})
+    back = load_observations(save_observations(tmp_path / "o.npz", obs))
+    np.testing.assert_allclose(back.dense["displacements"].numpy(), field.astype(np.float32), equal_nan=True)
+    sub = back.subset([2, 0])
+    assert torch.equal(sub.dense["displacements"][0], back.dense["displacements"][2])
+    assert back.to(dtype=torch.float64).dense["displacements"].dtype == torch.float64
+    assert load_observations(save_observations(tmp_path / "k.npz", obs.subset([0]))).dense["displacements"].shape == (1, h, w, 2)
+
+
+def test_dense_cues_must_sit_on_the_image_grid():
+    kp = np.zeros((2, 25, 3))
+    with pytest.raises(ObservationError, match=r"field 'dense_iuv' is 8x6 pixels but frame 0's image is 10x6"):
+        Observations.from_arrays(kp, "body25", (10, 6), dense={"iuv": np.zeros((2, 6, 8, 3))})
+    with pytest.raises(ObservationError, match=r"field 'dense_iuv' has 1 frames, expected 2"):
+        Observations.from_arrays(kp, "body25", (8, 6), dense={"iuv": np.zeros((1, 6, 8, 3))})
+    with pytest.raises(ObservationError, match=r"field 'dense_iuv' must be a floating-point \(N, H, W, C\)"):
+        Observations.from_arrays(kp, "body25", (8, 6), dense={"iuv": np.zeros((2, 6, 8))})

@@ -59,6 +59,8 @@ SCHEMA = "fitkit.observations/1"
 #: Entries a ``fitkit.observations/1`` file may hold.
 REQUIRED_ENTRIES = ("schema", "keypoints", "keypoint_format", "image_size")
 OPTIONAL_ENTRIES = ("intrinsics", "bbox", "frame_ids", "image_paths")
+#: File entries ``dense_<name>`` hold the dense cue ``<name>`` (see :attr:`Observations.dense`).
+DENSE_PREFIX = "dense_"
 
 
 def default_frame_ids(n: int) -> list[str]:
@@ -101,6 +103,11 @@ class Observations:
             so after construction this is always a list.
         image_paths: N paths (``''`` where unknown) for overlays, or None.
         source: where the data came from, used in error messages.
+        dense: per-pixel cues by name, each a floating (N, H, W, C) tensor on
+            the full image grid (H, W = image height, width; every frame the
+            same size), e.g. ``'iuv'`` (C = 3: DensePose part index 0-24, U, V)
+            or ``'displacements'`` (C = 2, pixels); NaN marks pixels without a
+            value. None when there are none.
 
     Instances compare by identity (``eq=False``): tensors have no single truth value.
         invalid_keypoints: how many NaN/inf keypoints were turned into
@@ -118,6 +125,7 @@ class Observations:
     image_paths: Optional[list[str]] = None
     source: str = "<memory>"
     invalid_keypoints: int = 0
+    dense: Optional[dict] = None
 
     def __post_init__(self):
         src = self.source
@@ -145,6 +153,8 @@ class Observations:
             if tuple(value.shape) != (n,) + trailing:
                 raise _fail(src, name, f"has shape {_shape_str(value.shape)}, expected {want} "
                                        f"(N={n} frames from 'keypoints')")
+        if self.dense is not None:
+            _check_dense(self.dense, n, src)
         if self.frame_ids is None:
             self.frame_ids = default_frame_ids(n)
         for name in ("frame_ids", "image_paths"):
@@ -195,6 +205,7 @@ class Observations:
         return dataclasses.replace(
             self, keypoints=move(self.keypoints), image_size=move(self.image_size),
             intrinsics=move(self.intrinsics), bbox=move(self.bbox),
+            dense=None if self.dense is None else {k: move(v) for k, v in self.dense.items()},
             frame_ids=list(self.frame_ids),
             image_paths=None if self.image_paths is None else list(self.image_paths))
 
@@ -227,6 +238,7 @@ class Observations:
         return dataclasses.replace(
             self, keypoints=pick(self.keypoints), image_size=pick(self.image_size),
             intrinsics=pick(self.intrinsics), bbox=pick(self.bbox),
+            dense=None if self.dense is None else {k: pick(v) for k, v in self.dense.items()},
             frame_ids=[self.frame_ids[r] for r in rows],
             image_paths=None if self.image_paths is None else [self.image_paths[r] for r in rows])
 
@@ -235,7 +247,8 @@ class Observations:
     @classmethod
     def from_arrays(cls, keypoints, keypoint_format: str, image_size, *, intrinsics=None, bbox=None,
                     frame_ids: Optional[Sequence[str]] = None, image_paths: Optional[Sequence[str]] = None,
-                    source: str = "<arrays>", dtype: torch.dtype = torch.float32) -> "Observations":
+                    source: str = "<arrays>", dtype: torch.dtype = torch.float32,
+                    dense: Optional[dict] = None) -> "Observations":
         """Validate numpy arrays or tensors and build :class:`Observations` on the CPU.
 
         Args:
@@ -249,6 +262,8 @@ class Observations:
             image_paths: N paths, '' where unknown.
             source: named in error messages and warnings.
             dtype: floating dtype of the tensors.
+            dense: name -> (N, H, W, C) per-pixel cue on the image grid (every
+                frame's image_size must be (W, H)); NaN allowed (no value).
         Raises:
             ObservationError: see the module docstring. NaN/inf keypoints are
             repaired with an ObservationWarning instead.
@@ -256,14 +271,40 @@ class Observations:
         fields = _validate(keypoints, keypoint_format, image_size, intrinsics, bbox, frame_ids,
                            image_paths, source, repair=True)
         to_t = lambda a: None if a is None else torch.as_tensor(a, dtype=dtype)  # noqa: E731
+        if dense is not None:
+            dense = {str(k): to_t(_numeric(v, DENSE_PREFIX + str(k), source)) for k, v in dense.items()}
+            _check_dense(dense, len(fields["keypoints"]), source, fields["image_size"])
         return cls(keypoints=to_t(fields["keypoints"]), keypoint_format=fields["keypoint_format"],
                    image_size=to_t(fields["image_size"]), intrinsics=to_t(fields["intrinsics"]),
                    bbox=to_t(fields["bbox"]), frame_ids=fields["frame_ids"],
                    image_paths=fields["image_paths"], source=source,
-                   invalid_keypoints=fields["invalid_keypoints"])
+                   invalid_keypoints=fields["invalid_keypoints"], dense=dense)
 
 
 # ---------------------------------------------------------------- validation
+
+def _check_dense(dense, n: int, source: str, image_size=None) -> None:
+    """Shapes (and, given the (N, 2) image sizes, the grid size) of the dense cues."""
+    if not isinstance(dense, dict):
+        raise _fail(source, "dense", f"must be a dict name -> (N, H, W, C) tensor, got {type(dense).__name__}")
+    for name, value in dense.items():
+        field = DENSE_PREFIX + str(name)
+        if not str(name).isidentifier():
+            raise _fail(source, field, "needs a name made of letters, digits and '_'")
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() != 4:
+            raise _fail(source, field, f"must be a floating-point (N, H, W, C) tensor, got "
+                                       f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}")
+        if value.shape[0] != n:
+            raise _fail(source, field, f"has {value.shape[0]} frames, expected {n} (N from 'keypoints')")
+        if image_size is not None:
+            h, w = value.shape[1:3]
+            sizes = np.asarray(image_size).reshape(-1, 2)
+            bad = np.flatnonzero((sizes[:, 0] != w) | (sizes[:, 1] != h))
+            if len(bad):
+                raise _fail(source, field, f"is {w}x{h} pixels but frame {int(bad[0])}'s image is "
+                                           f"{sizes[bad[0], 0]:g}x{sizes[bad[0], 1]:g} (W x H): dense cues "
+                                           "must be on the image grid")
+
 
 def _numeric(value, field: str, source: str) -> np.ndarray:
     if isinstance(value, torch.Tensor):
@@ -424,6 +465,9 @@ def save_observations(path, obs: Observations) -> Path:
             arrays[name] = numpy(getattr(obs, name))
     if obs.image_paths is not None:
         arrays["image_paths"] = np.array(obs.image_paths, dtype=str)
+    if obs.dense is not None:
+        _check_dense(obs.dense, len(obs), src, numpy(obs.image_size))
+        arrays.update({DENSE_PREFIX + k: numpy(v) for k, v in obs.dense.items()})
     with atomic_write(path, "wb") as handle:
         np.savez_compressed(handle, **arrays)
     return path
@@ -472,7 +516,8 @@ def load_observations(path, *, dtype: torch.dtype = torch.float32) -> Observatio
     schema = _string(entries, "schema", src, 0)
     if schema != SCHEMA:
         raise _fail(src, "schema", f"is {schema!r}, expected {SCHEMA!r}")
-    unknown = sorted(set(entries) - set(REQUIRED_ENTRIES) - set(OPTIONAL_ENTRIES))
+    unknown = sorted(set(entries) - set(REQUIRED_ENTRIES) - set(OPTIONAL_ENTRIES)
+                     - {k for k in entries if k.startswith(DENSE_PREFIX)})
     if unknown:
         raise _fail(src, unknown[0], f"is not part of schema {SCHEMA!r}; known fields: "
                                      f"{', '.join(REQUIRED_ENTRIES + OPTIONAL_ENTRIES)}")
@@ -484,4 +529,5 @@ def load_observations(path, *, dtype: torch.dtype = torch.float32) -> Observatio
     return Observations.from_arrays(
         entries["keypoints"], fmt, entries["image_size"], intrinsics=entries.get("intrinsics"),
         bbox=entries.get("bbox"), frame_ids=names["frame_ids"], image_paths=names["image_paths"],
-        source=src, dtype=dtype)
+        source=src, dtype=dtype,
+        dense={k[len(DENSE_PREFIX):]: v for k, v in entries.items() if k.startswith(DENSE_PREFIX)} or None)
