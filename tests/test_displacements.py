@@ -364,3 +364,17 @@ def test_lm_jacobian_matches_autograd(model, others):
     ref = torch.stack([full[b, :, b] for b in range(2)])
     assert J.shape == ref.shape and (ref != 0).any()
     torch.testing.assert_close(J, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_shipped_recipe_smplify_displacements_runs(tmp_path):
+    """The shipped recipe (with the open GMM and fewer steps) lowers PVE from a GT field."""
+    from fitkit.fitting.recipe import load_recipe
+
+    model = load_body_model("open", num_betas=10, dtype=torch.float32)
+    ex = _held_out_example(model, 3, seed=4, image_size=(160, 160))
+    K = ex.observations.intrinsics.to(torch.float32)
+    field, _ = gt_displacement_field(model, ex.gt, ex.init, K, (160, 160))
+    recipe = load_recipe("smplify_displacements", ["terms.pose.path=priors/open_gmm_08.pkl",
+                                                   "stages.0.solver.iterations=20", "stages.1.solver.iterations=40"])
+    res = fit(model, _observations(ex, field, torch.float32), recipe, ex.init)
+    assert _pve_mm(model, res.params, ex.gt).mean() < 0.8 * _pve_mm(model, ex.init, ex.gt).mean()
