@@ -302,7 +302,6 @@ def _pve_mm(model, params, gt):
 
 @pytest.mark.parametrize("solver,iterations,stride", [("lbfgs", 100, 1), ("lm", 25, 2)])
 def test_recovery_from_gt_iuv_of_held_out_poses(solver, iterations, stride):
-    torch.set_num_threads(1)
     model = load_body_model("open", num_betas=10, dtype=torch.float32)
     ex = _held_out_example(model, 6, seed=11)
     iuv = open_body_charts(model).render(_vertices(model, ex.gt), ex.observations.intrinsics.float(), (256, 256))
@@ -313,3 +312,17 @@ def test_recovery_from_gt_iuv_of_held_out_poses(solver, iterations, stride):
           f"{[round(float(v)) for v in before]} -> {[round(float(v)) for v in after]}")
     assert after.mean() <= 0.5 * before.mean()
     assert (after < before).all()
+
+
+def test_shipped_recipe_smplify_densepose_runs():
+    """The shipped recipe (open GMM, fewer steps) lowers PVE from a ground-truth IUV map."""
+    from fitkit.fitting.recipe import load_recipe
+
+    model = load_body_model("open", num_betas=10, dtype=torch.float32)
+    ex = _held_out_example(model, 3, seed=4, image_size=(160, 160))
+    iuv = open_body_charts(model).render(_vertices(model, ex.gt), ex.observations.intrinsics.float(), (160, 160))
+    recipe = load_recipe("smplify_densepose", ["terms.pose.path=priors/open_gmm_08.pkl",
+                                               "stages.0.solver.iterations=20", "stages.1.solver.iterations=60"])
+    res = fit(model, _observations(ex, iuv, torch.float32), recipe, ex.init)
+    before, after = _pve_mm(model, ex.init, ex.gt).mean(), _pve_mm(model, res.params, ex.gt).mean()
+    assert after < 0.8 * before, (before, after)
