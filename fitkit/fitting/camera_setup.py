@@ -65,11 +65,23 @@ def confident_box(kps: torch.Tensor, min_conf: float) -> tuple[torch.Tensor, tor
         centre (N, 2) pixels, side (N,) pixels (the box's longest side), and
         has (N,) bool (False: no confident keypoint; centre and side are then 0).
     """
-    ok = kps[..., 2] > min_conf
-    big = torch.finfo(kps.dtype).max
-    lo = torch.where(ok[..., None], kps[..., :2], big).amin(dim=1)
-    hi = torch.where(ok[..., None], kps[..., :2], -big).amax(dim=1)
-    has = ok.any(dim=1)
+    return masked_box(kps[..., :2], kps[..., 2] > min_conf)
+
+
+def masked_box(points: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Square boxes around each sample's points where ``mask`` holds.
+
+    Args:
+        points: (N, P, 2) pixels.
+        mask: (N, P) bool, the points that count.
+    Returns:
+        centre (N, 2), side (N,) (the box's longest side) and has (N,) bool
+        (False: no point counts; centre and side are then 0).
+    """
+    big = torch.finfo(points.dtype).max
+    lo = torch.where(mask[..., None], points, big).amin(dim=1)
+    hi = torch.where(mask[..., None], points, -big).amax(dim=1)
+    has = mask.any(dim=1)
     center = torch.where(has[:, None], (lo + hi) / 2, torch.zeros_like(lo))
     side = torch.where(has, (hi - lo).amax(dim=1), torch.zeros_like(lo[:, 0]))
     return center, side, has

@@ -48,6 +48,7 @@ from torch import Tensor
 
 from fitkit.camera import project
 from fitkit.errors import ObservationError
+from fitkit.fitting.camera_setup import masked_box
 from fitkit.terms.base import Batch, Needs, SetupContext, Term, register_term
 from fitkit.terms.robust import geman_mcclure
 
@@ -188,10 +189,8 @@ class DensePose(Term):
 
         scale = torch.ones(n, dtype=dt, device=dev)
         if self.scale_by_size:
-            big = torch.finfo(dt).max
-            lo = torch.where(valid[..., None], pixels, big).amin(dim=1)
-            hi = torch.where(valid[..., None], pixels, -big).amax(dim=1)
-            side = torch.where(self._evidence, (hi - lo).amax(dim=1), torch.ones_like(scale))
+            side = masked_box(pixels, valid)[1]
+            side = torch.where(self._evidence, side, torch.ones_like(scale))
             scale = self.reference_size / side.clamp(min=1.0)
         self.size_scale = scale
 

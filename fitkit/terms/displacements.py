@@ -65,6 +65,7 @@ from torch import Tensor
 
 from fitkit.camera import project
 from fitkit.errors import ObservationError, ObservationWarning, ParameterError
+from fitkit.fitting.camera_setup import masked_box
 from fitkit.terms.base import Batch, Needs, SetupContext, Term, register_term
 from fitkit.terms.robust import geman_mcclure
 
@@ -320,10 +321,8 @@ class Displacements(Term):
 
         scale = torch.ones(n, dtype=ctx.dtype, device=ctx.device)
         if self.scale_by_size:
-            big = torch.finfo(ctx.dtype).max
-            lo = torch.where(visible[..., None], proj, big).amin(dim=1)
-            hi = torch.where(visible[..., None], proj, -big).amax(dim=1)
-            side = torch.where(self._evidence, (hi - lo).amax(dim=1), torch.ones_like(scale))
+            side = masked_box(proj, visible)[1]
+            side = torch.where(self._evidence, side, torch.ones_like(scale))
             scale = self.reference_size / side.clamp(min=1.0)
         self.size_scale = scale
 
