@@ -11,6 +11,7 @@ import torch
 from fitkit.body import load_body_model
 from fitkit.camera import project
 from fitkit.eval.metrics import err2d
+from fitkit.eval.quality import quality_flags, quality_settings
 from fitkit.fitting.engine import fit
 from fitkit.fitting.recipe import load_recipe
 from fitkit.io.keypoint_readers import read_keypoints
@@ -59,6 +60,12 @@ def _cat(parts: list[dict]) -> dict:
 def run(args) -> dict:
     t0 = time.perf_counter()
     recipe = load_recipe(args.config, args.set or [], prior=getattr(args, "prior", None))
+    quality = quality_settings(recipe.data.get("quality"), recipe.source)  # bad thresholds fail before fitting
+    last = recipe.stages[-1].terms
+    missing = [k for k in quality["max_energy"] if k not in last]
+    if missing:
+        raise FitkitError(f"{recipe.source}: quality.max_energy names {missing}, not terms of the last stage "
+                          f"(terms: {sorted(last)})")
     device = pick_device(args.device)
     body = dict(recipe.body)
     model = load_body_model(args.model or body.get("model", "open"), args.gender or body.get("gender", "neutral"),
@@ -118,6 +125,7 @@ def run(args) -> dict:
         "converged": int(arrays["converged"].sum()),
         "err2d_px_mean": float(np.nanmean(e)) if np.isfinite(e).any() else float("nan"),
         "err2d_px_median": float(np.nanmedian(e)) if np.isfinite(e).any() else float("nan"),
+        "quality_ok": int(arrays["quality_ok"].sum()),
         "seconds": seconds,
         "files": [str(f) for f in files],
     }
@@ -152,7 +160,12 @@ def _fit_chunk(model, obs, idx, init, recipe, device, progress, args) -> dict:
     kp = model(res.params["global_orient"], res.params["body_pose"], res.params["betas"],
                res.params["transl"], keypoints=sub.keypoint_format).keypoints
     obs_kp = sub.keypoints.to(device=device, dtype=kp.dtype)
-    arrays["err2d_px"] = err2d(project(kp, res.K), obs_kp).cpu().numpy()
+    kp2d = project(kp, res.K)
+    arrays["err2d_px"] = err2d(kp2d, obs_kp).cpu().numpy()
+    energies = {k: v.cpu().numpy() for k, v in res.energies.items()}
+    arrays.update(quality_flags(obs_kp.cpu().numpy(), kp2d.detach().cpu().numpy(), energies,
+                                arrays["no_evidence"], arrays["nan"],
+                                quality_settings(recipe.data.get("quality"), recipe.source)))
     arrays["stage_seconds"] = np.tile(np.asarray(res.stage_seconds)[None], (len(idx), 1))
     return arrays
 
@@ -189,6 +202,7 @@ def print_summary(summary: dict) -> None:
     print(f"  converged {summary['converged']}, no evidence {summary['no_evidence']}, "
           f"rolled back after NaN {summary['nan_rolled_back']}")
     print(f"  2D keypoint error: mean {summary['err2d_px_mean']:.2f} px, median {summary['err2d_px_median']:.2f} px")
+    print(f"  pseudo-GT quality flags: {summary['quality_ok']}/{summary['frames']} frames pass (quality_ok)")
     for f in summary["files"][:3]:
         print(f"  wrote {f}")
     if len(summary["files"]) > 3:

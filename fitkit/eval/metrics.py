@@ -1,10 +1,16 @@
-"""Error metrics for fitted bodies: MPJPE, PA-MPJPE and 2D reprojection error.
+"""Error metrics for fitted bodies.
+
+Joint errors (MPJPE, PA-MPJPE, N-MPJPE), mesh errors (PVE, PA-PVE, N-PVE and
+DaNet's PVE-S / PVE-P), temporal acceleration error, silhouette IoU, 2D
+reprojection error, and :func:`evaluate_bodies`, which computes the set from
+body-model parameters in millimetres.
 
 All functions take a batch first and return one value per sample, shape (B,),
 as a torch tensor in the dtype of ``pred`` (numpy arrays are accepted and
 converted). 3D errors are in the units of the inputs (meters in fitkit), 2D
-errors in pixels. Everything is computed with batched tensor ops: there is no
-Python loop over samples.
+errors in pixels; :func:`evaluate_bodies` alone converts to millimetres.
+Everything is computed with batched tensor ops: there is no Python loop over
+samples.
 """
 from __future__ import annotations
 
@@ -15,7 +21,8 @@ from torch import Tensor
 
 from fitkit.errors import ParameterError
 
-__all__ = ["mpjpe", "pa_mpjpe", "procrustes_align", "err2d"]
+__all__ = ["mpjpe", "pa_mpjpe", "procrustes_align", "err2d", "n_mpjpe", "pve", "pa_pve", "n_pve",
+           "accel_error", "silhouette_iou", "pve_shape", "pve_pose", "evaluate_bodies"]
 
 
 def _as_points(x, name: str, last: int) -> Tensor:

@@ -8,6 +8,7 @@ A recipe is data only; the engine stays generic. Layout::
     body: {model: open, gender: neutral, num_betas: 10}
     camera: {mode: full, focal: auto}  # see fitkit.fitting.camera_setup
     init: {transl: auto}               # auto | keep | torso
+    quality: {max_reproj_crop_px: 10}  # optional: pseudo-GT flags (fitkit.eval.quality)
     terms:                             # every term used by any stage, by key
       keypoints: {type: keypoints2d, weight: 5.0, sigma: 100, scale_by_size: true}
       pose:      {type: gmm, weight: 22.85, path: ${FITKIT_PRIORS}/gmm_08.pkl}
@@ -45,7 +46,7 @@ __all__ = ["Recipe", "StageSpec", "RecipeError", "load_recipe", "recipe_from_dic
 #: The recipes shipped with fitkit (``fitting_configs/`` at the repository root).
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "fitting_configs"
 
-_TOP_KEYS = {"name", "description", "plugins", "body", "camera", "init", "terms", "stages"}
+_TOP_KEYS = {"name", "description", "plugins", "body", "camera", "init", "terms", "stages", "quality"}
 _STAGE_KEYS = {"name", "free", "terms", "solver", "rotation"}
 
 
