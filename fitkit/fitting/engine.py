@@ -32,7 +32,7 @@ from fitkit.fitting.recipe import Recipe, RecipeError
 from fitkit.solvers import make_solver
 from fitkit.terms.base import LATENT_KEY, SetupContext, get_term_class
 
-__all__ = ["FitResult", "fit", "prepare_init", "InitError"]
+__all__ = ["FitResult", "fit", "prepare_init", "torso_translation", "InitError"]
 
 #: ``progress(stage_name, iteration, num_running, num_samples)``
 StageProgress = Callable[[str, int, int, int], None]
@@ -139,7 +139,9 @@ def _retarget_translation(params, model, K_from, K_to):
     return params["transl"] + new_root - root
 
 
-def _torso_translation(params, model, observations, camera: FitCamera):
+def torso_translation(params, model, observations, camera: FitCamera):
+    """(N, 3) translations placing the posed body (``params`` without its translation)
+    where its torso matches the observed torso keypoints, and (N,) bool: estimated."""
     fmt = observations.keypoint_format
     zero = torch.zeros_like(params["transl"])
     pts = model(params["global_orient"], params["body_pose"], params["betas"], zero,
@@ -177,7 +179,7 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
     from_torso = torch.zeros(N, dtype=torch.bool, device=device)
     with torch.no_grad():
         if mode == "torso" or (mode == "auto" and not has_transl):
-            transl, ok = _torso_translation(params, model, obs, camera)
+            transl, ok = torso_translation(params, model, obs, camera)
             params["transl"] = transl
             from_torso = ok.to(device)
         elif camera.mode == "crop":
