@@ -1,4 +1,4 @@
-"""The ``fitkit`` command line: ``demo``, ``fit`` and ``body``."""
+"""The ``fitkit`` command line: ``demo``, ``fit``, ``compare`` and ``body``."""
 from __future__ import annotations
 
 import argparse
@@ -131,6 +131,17 @@ def _add_fit_parser(sub) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
 
 
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="fit every init x data term x prior x solver of a grid and report all metrics",
+        description="Run every combination of a grid file (see fitkit/eval/compare.py) on a synthetic "
+                    "benchmark or a dataset folder; write results.csv, results.md and plots.")
+    p.add_argument("--grid", required=True, metavar="GRID", help="grid YAML file")
+    p.add_argument("--output", metavar="OUT", help="output folder (default: the grid's 'output')")
+    p.add_argument("--quiet", action="store_true", help="no per-combination lines")
+    p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
+
+
 def _add_demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo", help="fit a synthetic open-body example and print before/after metrics",
@@ -160,14 +171,16 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo_parser(sub)
     _add_fit_parser(sub)
+    _add_compare_parser(sub)
     body = sub.add_parser("body", help="describe the embedded open body; write posed meshes")
     body.add_argument("--output", default="out/body", help="folder for the meshes (default: out/body)")
     body.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
     args = parser.parse_args(argv)
 
-    if args.command in ("demo", "fit"):
+    if args.command in ("demo", "fit", "compare"):
         from fitkit.commands import demo, fit
-        command = demo if args.command == "demo" else fit
+        from fitkit.eval import compare
+        command = {"demo": demo, "fit": fit, "compare": compare}[args.command]
         try:
             summary = command.run(args)
         except (FitkitError, ValueError, OSError) as exc:

@@ -1,0 +1,331 @@
+"""``fitkit compare``: every init x data term x prior x solver on equal terms.
+
+A grid file names the data and the combinations::
+
+    benchmark: {frames: 16, difficulty: medium, seed: 0, image_size: [256, 256]}   # or
+    dataset: path/to/benchmark_folder            # observations.npz, init.npz, gt.npz (optional)
+    inits: [benchmark, mean]                     # the data's init, or the mean pose
+    data_terms:                                  # name -> recipe (shipped name or file)
+      keypoints: smplify_modified
+      densepose: smplify_densepose
+      displacements: smplify_displacements
+    priors: [gmm, cnf, none, recipe]             # --prior presets (fitkit.priors.presets);
+                                                 # recipe: the recipe's own pose line
+    solvers:                                     # name -> solver of every stage (null: the recipe's)
+      recipe: null
+      lm: {type: lm, iterations: 30}
+    set: ["stages.1.solver.iterations=50"]       # overrides for every recipe (after the prior
+                                                 # swap; terms.pose.* ones skip prior 'none')
+    output: out/compare
+
+Everything is checked before any fitting starts (unknown keys, recipes,
+priors, solvers, inits). Every combination fits the same observations;
+``mean`` starts from the mean pose and shape facing the camera, placed by
+the torso keypoints. The displacement cue is defined on the rendering of the
+initialization it was made for, so for another init it is remade from the
+ground truth (synthetic data only; without ground truth that combination is
+skipped and reported). Without ground truth only the 2D keypoint error is
+reported, and the report says so.
+
+Outputs in ``output``: ``results.csv`` (one row per combination, every metric
+before and after, time, iterations), ``results.md`` (a table in the shape of
+seed 001's Table 1) and ``pa_mpjpe_mm.png`` / ``pve_mm.png`` (error per combination).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+
+from fitkit.camera import facing_camera_orient, project
+from fitkit.errors import FitkitError
+from fitkit.fitting.camera_setup import build_fit_camera
+from fitkit.fitting.engine import fit, torso_translation
+from fitkit.fitting.recipe import RecipeError, load_recipe
+from fitkit.io.atomic import atomic_write
+from fitkit.priors.presets import PRIOR_NAMES
+from fitkit.solvers import make_solver
+
+__all__ = ["Grid", "load_grid", "run_compare", "write_report", "GRID_KEYS", "INITS"]
+
+GRID_KEYS = {"benchmark", "dataset", "inits", "data_terms", "priors", "solvers", "set", "output"}
+INITS = ("benchmark", "mean")
+#: metric (column prefix) -> label, in report order
+METRICS = {"mpjpe_mm": "MPJPE mm", "pa_mpjpe_mm": "PA-MPJPE mm", "n_mpjpe_mm": "N-MPJPE mm", "pve_mm": "PVE mm",
+           "pa_pve_mm": "PA-PVE mm", "n_pve_mm": "N-PVE mm", "pve_s_mm": "PVE-S mm", "pve_p_mm": "PVE-P mm",
+           "err2d_px": "2D err px"}
+
+
+@dataclass
+class Grid:
+    """A validated grid file (see the module docstring)."""
+
+    source: str
+    benchmark: dict | None
+    dataset: str | None
+    inits: list[str]
+    data_terms: dict[str, str]
+    priors: list[str]
+    solvers: dict[str, dict | None]
+    overrides: list[str] = field(default_factory=list)
+    output: Path = Path("out/compare")
+
+    def combinations(self) -> list[tuple[str, str, str, str]]:
+        return list(itertools.product(self.inits, self.data_terms, self.priors, self.solvers))
+
+    def recipe(self, data_term: str, prior: str, solver: str):
+        """The recipe of one combination (prior swapped, overrides applied, solver replaced)."""
+        name = self.data_terms[data_term]
+        # with prior 'none' the pose term is gone, so overrides of it do not apply
+        overrides = [o for o in self.overrides if not (prior == "none" and o.startswith("terms.pose."))]
+        prior = None if prior == "recipe" else prior
+        base = load_recipe(name, overrides, prior=prior)
+        spec = self.solvers[solver]
+        if spec is None:
+            return base
+        extra = [f"stages.{i}.solver={yaml.safe_dump(spec, default_flow_style=True).strip()}"
+                 for i in range(len(base.stages))]
+        return load_recipe(name, [*overrides, *extra], prior=prior)
+
+
+def load_grid(path: str | Path, overrides: dict | None = None) -> Grid:
+    """Read and check a grid file; :class:`FitkitError` naming the file and key on any problem."""
+    path = Path(path)
+    src = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise FitkitError(f"{src}: cannot read the grid: {exc}") from None
+    if not isinstance(data, dict):
+        raise FitkitError(f"{src}: a grid must be a mapping")
+    data.update(overrides or {})
+    unknown = set(data) - GRID_KEYS
+    if unknown:
+        raise FitkitError(f"{src}: unknown key(s) {sorted(unknown)}; known: {sorted(GRID_KEYS)}")
+    if ("benchmark" in data) == ("dataset" in data):
+        raise FitkitError(f"{src}: give exactly one of 'benchmark' (a synthetic benchmark's settings) "
+                          "or 'dataset' (a benchmark folder)")
+
+    def listed(key, default):
+        value = data.get(key, default)
+        if not isinstance(value, list) or not value:
+            raise FitkitError(f"{src}: '{key}' must be a non-empty list")
+        return [str(v) for v in value]
+
+    inits = listed("inits", ["benchmark"])
+    bad = [i for i in inits if i not in INITS]
+    if bad:
+        raise FitkitError(f"{src}: inits: unknown {bad}; known: {list(INITS)}")
+    priors = listed("priors", ["gmm"])
+    bad = [p for p in priors if p not in (*PRIOR_NAMES, "recipe")]
+    if bad:
+        raise FitkitError(f"{src}: priors: unknown {bad}; known: {[*PRIOR_NAMES, 'recipe']}")
+    terms = data.get("data_terms")
+    if not isinstance(terms, dict) or not terms:
+        raise FitkitError(f"{src}: 'data_terms' must map names to recipes")
+    solvers = data.get("solvers", {"recipe": None})
+    if not isinstance(solvers, dict) or not solvers:
+        raise FitkitError(f"{src}: 'solvers' must map names to a solver spec (or null for the recipe's)")
+    for name, spec in solvers.items():
+        if spec is None:
+            continue
+        try:
+            make_solver(dict(spec))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise FitkitError(f"{src}: solvers.{name}: {exc}") from None
+    overrides_list = data.get("set") or []
+    if not isinstance(overrides_list, list):
+        raise FitkitError(f"{src}: 'set' must be a list of key=value overrides")
+    bench = data.get("benchmark")
+    if bench is not None and not isinstance(bench, dict):
+        raise FitkitError(f"{src}: 'benchmark' must be a mapping (frames, difficulty, seed, image_size)")
+    grid = Grid(source=src, benchmark=bench, dataset=None if bench is not None else str(data["dataset"]),
+                inits=inits, data_terms={str(k): str(v) for k, v in terms.items()}, priors=priors,
+                solvers={str(k): (None if v is None else dict(v)) for k, v in solvers.items()},
+                overrides=[str(o) for o in overrides_list], output=Path(data.get("output", "out/compare")))
+    for data_term, prior, solver in itertools.product(grid.data_terms, grid.priors, grid.solvers):
+        try:  # every recipe of the grid loads (terms, prior presets, overrides) before anything runs
+            grid.recipe(data_term, prior, solver)
+        except RecipeError as exc:
+            raise FitkitError(f"{src}: data_terms.{data_term} x prior {prior} x solver {solver}: {exc}") from None
+    return grid
+
+
+def _mean_init(model, observations, template: dict) -> dict:
+    """The mean pose and shape facing the camera, translated by the torso keypoints."""
+    n = len(observations)
+    params = {"global_orient": facing_camera_orient(n, dtype=template["transl"].dtype),
+              "body_pose": torch.zeros_like(template["body_pose"]), "betas": torch.zeros_like(template["betas"]),
+              "transl": torch.zeros_like(template["transl"])}
+    camera = build_fit_camera({"mode": "full"}, observations, dtype=params["transl"].dtype)
+    with torch.no_grad():
+        params["transl"], _ = torso_translation(params, model, observations, camera)
+    return params
+
+
+def _scores(model, params, gt, obs, K) -> dict:
+    """(N,) metrics of ``params``: all of :func:`~fitkit.eval.metrics.evaluate_bodies` with ground
+    truth, else only the 2D keypoint error."""
+    from fitkit.eval.metrics import err2d, evaluate_bodies
+
+    with torch.no_grad():
+        if gt is not None:
+            return evaluate_bodies(model, params, gt, keypoints_2d=obs.keypoints, K=K,
+                                   keypoint_format=obs.keypoint_format)
+        kp = model(params["global_orient"], params["body_pose"], params["betas"], params["transl"],
+                   keypoints=obs.keypoint_format).keypoints
+        return {"err2d_px": err2d(project(kp, K.to(kp)), obs.keypoints.to(kp))}
+
+
+def run_compare(grid: Grid, model, data, *, log: Callable[[str], None] = print) -> list[dict]:
+    """Fit every combination of ``grid`` on ``data`` (a :class:`fitkit.eval.benchmark.Benchmark`)."""
+    from fitkit.terms.displacements import gt_displacement_field
+
+    obs, gt = data.observations, data.gt
+    inits = {"benchmark": data.init, "mean": _mean_init(model, obs, data.init)}
+    rows = []
+    combos = grid.combinations()
+    for k, (init_name, data_term, prior, solver) in enumerate(combos, 1):
+        row = {"init": init_name, "data_term": data_term, "prior": prior, "solver": solver}
+        recipe = grid.recipe(data_term, prior, solver)
+        init = inits[init_name]
+        observations = obs
+        uses_field = any(spec.get("type") == "displacements" for spec in recipe.terms.values())
+        if uses_field and init_name != "benchmark":
+            if gt is None:
+                row["skipped"] = "the displacement cue belongs to the data's own init and there is no ground truth"
+                rows.append(row)
+                log(f"[{k}/{len(combos)}] {init_name} / {data_term} / {prior} / {solver}: skipped ({row['skipped']})")
+                continue
+            W, H = (int(v) for v in obs.image_size[0].tolist())
+            field_, _ = gt_displacement_field(model, gt, init, obs.intrinsics, (W, H))
+            observations = copy.copy(obs)
+            observations.dense = dict(obs.dense or {}, displacements=field_.to(obs.keypoints.dtype))
+        before = _scores(model, init, gt, obs, obs.intrinsics)
+        t0 = time.perf_counter()
+        res = fit(model, observations, recipe, init)
+        seconds = time.perf_counter() - t0
+        after = _scores(model, res.params, gt, obs, res.K)
+        for name in METRICS:
+            if name in before:
+                row[f"{name}_before"] = float(torch.nanmean(before[name].double()))
+                row[f"{name}_after"] = float(torch.nanmean(after[name].double()))
+        row.update(seconds=seconds, iterations=float(res.iterations.sum(dim=1).float().mean()),
+                   converged=float(res.converged.float().mean()), nan=int(res.nan.sum()),
+                   no_evidence=int(res.no_evidence.sum()))
+        rows.append(row)
+        shown = row.get("pa_mpjpe_mm_after", row.get("err2d_px_after", float("nan")))
+        log(f"[{k}/{len(combos)}] {init_name} / {data_term} / {prior} / {solver}: "
+            f"{'PA-MPJPE' if 'pa_mpjpe_mm_after' in row else '2D err'} {shown:.1f}, {seconds:.1f} s")
+    return rows
+
+
+def write_report(rows: list[dict], folder: str | Path, *, has_gt: bool = True) -> list[Path]:
+    """``results.csv``, ``results.md`` and the plots in ``folder``; returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = ["init", "data_term", "prior", "solver"]
+    metric_cols = [f"{m}_{w}" for m in METRICS for w in ("before", "after") if any(f"{m}_{w}" in r for r in rows)]
+    cols = keys + metric_cols + ["seconds", "iterations", "converged", "nan", "no_evidence", "skipped"]
+    files = []
+    with atomic_write(folder / "results.csv", "w") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({c: (f"{r[c]:.3f}" if isinstance(r.get(c), float) else r.get(c, "")) for c in cols})
+    files.append(folder / "results.csv")
+
+    metrics = [m for m in METRICS if any(f"{m}_after" in r for r in rows)]
+    head = "| init | data term | prior | solver | " + " | ".join(f"{METRICS[m]}: before → after" for m in metrics) \
+        + " | time s | iterations |"
+    lines = ["" if has_gt else "_No ground truth: only the 2D keypoint error is reported._\n", head,
+             "|" + "---|" * (4 + len(metrics) + 2)]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['init']} | {r['data_term']} | {r['prior']} | {r['solver']} | "
+                         + " | ".join("—" for _ in metrics) + f" | skipped: {r['skipped']} | |")
+            continue
+        cells = [f"{r[f'{m}_before']:.1f} → **{r[f'{m}_after']:.1f}**" for m in metrics]
+        lines.append(f"| {r['init']} | {r['data_term']} | {r['prior']} | {r['solver']} | " + " | ".join(cells)
+                     + f" | {r['seconds']:.1f} | {r['iterations']:.0f} |")
+    with atomic_write(folder / "results.md", "w") as fh:
+        fh.write("\n".join(lines).strip() + "\n")
+    files.append(folder / "results.md")
+    files += _plots(rows, folder, metrics)
+    return files
+
+
+def _plots(rows: list[dict], folder: Path, metrics: list[str]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if "skipped" not in r]
+    labels = [f"{r['init']}/{r['data_term']}/{r['prior']}/{r['solver']}" for r in done]
+    files = []
+    for metric in [m for m in ("pa_mpjpe_mm", "pve_mm", "err2d_px") if m in metrics]:
+        fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(done) + 2), 4))
+        y = np.arange(len(done))
+        ax.barh(y - 0.2, [r[f"{metric}_before"] for r in done], 0.4, label="before", color="0.75")
+        ax.barh(y + 0.2, [r[f"{metric}_after"] for r in done], 0.4, label="after", color="tab:blue")
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(METRICS[metric])
+        ax.legend()
+        fig.tight_layout()
+        path = folder / f"{metric}.png"
+        with atomic_write(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=90)
+        plt.close(fig)
+        files.append(path)
+    return files
+
+
+def describe(grid: Grid) -> str:
+    n = len(grid.combinations())
+    return (f"{len(grid.inits)} inits x {len(grid.data_terms)} data terms x {len(grid.priors)} priors x "
+            f"{len(grid.solvers)} solvers = {n} fits")
+
+
+
+def run(args) -> dict:
+    """``fitkit compare --grid GRID.yaml [--output OUT]``: load, check, fit every combination, report."""
+    from fitkit.body import load_body_model
+    from fitkit.eval.benchmark import load_benchmark, make_benchmark
+
+    t0 = time.perf_counter()
+    grid = load_grid(args.grid, {"output": args.output} if args.output else None)
+    log = (lambda _msg: None) if args.quiet else print
+    log(f"fitkit compare: {describe(grid)}")
+    model = load_body_model("open", num_betas=10)
+    if grid.benchmark is not None:
+        spec = dict(grid.benchmark)
+        frames = int(spec.pop("frames", 16))
+        spec["image_size"] = tuple(spec.get("image_size", (256, 256)))
+        try:
+            data = make_benchmark(model, frames, **spec)
+        except TypeError as exc:
+            raise FitkitError(f"{grid.source}: benchmark: {exc}") from None
+    else:
+        data = load_benchmark(grid.dataset)
+    rows = run_compare(grid, model, data, log=log)
+    files = write_report(rows, grid.output, has_gt=data.gt is not None)
+    return {"combinations": len(rows), "has_ground_truth": data.gt is not None,
+            "seconds": time.perf_counter() - t0, "files": [str(f) for f in files]}
+
+
+def print_summary(summary: dict) -> None:
+    print(f"fitkit compare: {summary['combinations']} combinations in {summary['seconds']:.1f} s"
+          + ("" if summary["has_ground_truth"] else " (no ground truth: 2D keypoint error only)"))
+    for f in summary["files"]:
+        print(f"  wrote {f}")
