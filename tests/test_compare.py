@@ -46,6 +46,7 @@ def test_compare_writes_csv_table_and_plots(tmp_path):
     table = (out / "results.md").read_text()
     assert "PA-MPJPE mm: before → after" in table and table.count("\n| ") == 4  # header, then 4 rows
     assert (out / "pa_mpjpe_mm.png").stat().st_size > 1000 and (out / "pve_mm.png").exists()
+    assert (out / "error_vs_iteration.png").stat().st_size > 1000
     assert json.loads((tmp_path / "s.json").read_text())["combinations"] == 4
 
 
@@ -65,3 +66,18 @@ def test_dataset_without_ground_truth_reports_2d_error_only(tmp_path):
     rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
     assert len(rows) == 1 and rows[0]["err2d_px_after"] and "pa_mpjpe_mm_after" not in rows[0]
     assert "No ground truth" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_error_curve_ends_at_the_reported_error(tmp_path):
+    from fitkit.body import load_body_model
+    from fitkit.eval.benchmark import make_benchmark
+    from fitkit.eval.compare import run_compare
+
+    model = load_body_model("open", num_betas=10)
+    grid = load_grid(write_grid(tmp_path / "grid.yaml", inits=["benchmark"], priors=["gmm"]))
+    bench = make_benchmark(model, 2, difficulty="easy", seed=3, image_size=(96, 96))
+    (row,) = run_compare(grid, model, bench, log=lambda _m: None)
+    its = [i for i, _ in row["curve"]]
+    assert its == sorted(its) and its[-1] == max(its)
+    assert abs(row["curve"][-1][1] - row["pa_mpjpe_mm_after"]) < 0.05
+    assert abs(row["curve"][0][1] - row["pa_mpjpe_mm_before"]) < 0.5 * row["pa_mpjpe_mm_before"]

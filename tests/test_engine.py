@@ -221,3 +221,25 @@ def test_recipe_errors_name_the_key(tmp_path):
         make_solver(bad["stages"][0]["solver"])
     with pytest.raises(RecipeError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("solver", ["lm", "adam"])
+def test_trace_sees_the_best_iterate_of_every_stage(model, solver):
+    """``fit(trace=...)`` reports every iteration and then the stage's result, and the
+    keypoint error of the best-so-far iterates goes down."""
+    ex = make_keypoint_example(model, 3, noise_px=0.0, dropout=0.0, seed=4)
+    recipe = load_recipe("demo", ["stages.1.solver={type: %s, iterations: 8}" % solver])
+    seen = []
+    res = fit(model, ex.observations, recipe, ex.init,
+              trace=lambda stage, it, p: seen.append((stage, it, {k: v.clone() for k, v in p.items()})))
+    stages = [s for s, _, _ in seen]
+    assert stages.count("camera") == int(res.iterations[:, 0].max()) + 1 and stages.count("body") == 8 + 1
+    last = [p for s, _, p in seen if s == "body"][-1]
+    for name in ("global_orient", "body_pose", "betas", "transl"):
+        torch.testing.assert_close(last[name], res.params[name])
+    body = [p for s, _, p in seen if s == "body"]
+    errs = []
+    for p in body:
+        kp = model(p["global_orient"], p["body_pose"], p["betas"], p["transl"], keypoints="body25").keypoints
+        errs.append(float(err2d(project(kp, res.K), ex.observations.keypoints).mean()))
+    assert errs[-1] < errs[0]

@@ -29,7 +29,10 @@ reported, and the report says so.
 
 Outputs in ``output``: ``results.csv`` (one row per combination, every metric
 before and after, time, iterations), ``results.md`` (a table in the shape of
-seed 001's Table 1) and ``pa_mpjpe_mm.png`` / ``pve_mm.png`` (error per combination).
+seed 001's Table 1), ``pa_mpjpe_mm.png`` / ``pve_mm.png`` (error per combination)
+and ``error_vs_iteration.png`` (PA-MPJPE of the best iterates after every iteration,
+numbered across stages, with ground truth; traced through ``fit(trace=...)``, and
+that time is not counted in the fit's).
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ import yaml
 
 from fitkit.camera import facing_camera_orient, project
 from fitkit.errors import FitkitError
+from fitkit.eval.metrics import err2d, evaluate_bodies, pa_mpjpe
 from fitkit.fitting.camera_setup import build_fit_camera
 from fitkit.fitting.engine import fit, torso_translation
 from fitkit.fitting.recipe import RecipeError, load_recipe
@@ -174,8 +178,6 @@ def _mean_init(model, observations, template: dict) -> dict:
 def _scores(model, params, gt, obs, K) -> dict:
     """(N,) metrics of ``params``: all of :func:`~fitkit.eval.metrics.evaluate_bodies` with ground
     truth, else only the 2D keypoint error."""
-    from fitkit.eval.metrics import err2d, evaluate_bodies
-
     with torch.no_grad():
         if gt is not None:
             return evaluate_bodies(model, params, gt, keypoints_2d=obs.keypoints, K=K,
@@ -183,6 +185,29 @@ def _scores(model, params, gt, obs, K) -> dict:
         kp = model(params["global_orient"], params["body_pose"], params["betas"], params["transl"],
                    keypoints=obs.keypoint_format).keypoints
         return {"err2d_px": err2d(project(kp, K.to(kp)), obs.keypoints.to(kp))}
+
+
+class _Curve:
+    """Engine ``trace``: PA-MPJPE (mm, mean over samples) of the best iterates after every
+    iteration, numbered across stages. Its own time is kept apart from the fit's."""
+
+    def __init__(self, model, gt, obs):
+        self.model, self.points, self.seconds = model, [], 0.0
+        self._stage, self._offset, self._last = None, 0, 0
+        with torch.no_grad():
+            self.gt_joints = model(gt["global_orient"], gt["body_pose"], gt["betas"], gt["transl"]).joints
+
+    def __call__(self, stage: str, iteration: int, params: dict) -> None:
+        t0 = time.perf_counter()
+        if stage != self._stage:
+            self._stage, self._offset = stage, self._last
+        self._last = self._offset + iteration + 1
+        with torch.no_grad():
+            joints = self.model(params["global_orient"], params["body_pose"], params["betas"],
+                                params["transl"]).joints
+            err = 1000.0 * float(pa_mpjpe(joints, self.gt_joints.to(joints)).mean())
+        self.points.append((self._last, err))
+        self.seconds += time.perf_counter() - t0
 
 
 def run_compare(grid: Grid, model, data, *, log: Callable[[str], None] = print) -> list[dict]:
@@ -210,14 +235,17 @@ def run_compare(grid: Grid, model, data, *, log: Callable[[str], None] = print) 
             observations = copy.copy(obs)
             observations.dense = dict(obs.dense or {}, displacements=field_.to(obs.keypoints.dtype))
         before = _scores(model, init, gt, obs, obs.intrinsics)
+        curve = _Curve(model, gt, obs) if gt is not None else None
         t0 = time.perf_counter()
-        res = fit(model, observations, recipe, init)
-        seconds = time.perf_counter() - t0
+        res = fit(model, observations, recipe, init, trace=curve)
+        seconds = time.perf_counter() - t0 - (curve.seconds if curve is not None else 0.0)
         after = _scores(model, res.params, gt, obs, res.K)
         for name in METRICS:
             if name in before:
                 row[f"{name}_before"] = float(torch.nanmean(before[name].double()))
                 row[f"{name}_after"] = float(torch.nanmean(after[name].double()))
+        if curve is not None:
+            row["curve"] = curve.points
         row.update(seconds=seconds, iterations=float(res.iterations.sum(dim=1).float().mean()),
                    converged=float(res.converged.float().mean()), nan=int(res.nan.sum()),
                    no_evidence=int(res.no_evidence.sum()))
@@ -284,6 +312,21 @@ def _plots(rows: list[dict], folder: Path, metrics: list[str]) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         path = folder / f"{metric}.png"
+        with atomic_write(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=90)
+        plt.close(fig)
+        files.append(path)
+    curves = [(lab, r["curve"]) for lab, r in zip(labels, done) if r.get("curve")]
+    if curves:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for lab, pts in curves:
+            it, err = zip(*pts)
+            ax.plot(it, err, label=lab, lw=1.2)
+        ax.set_xlabel("iteration (all stages)")
+        ax.set_ylabel("PA-MPJPE mm (best iterates)")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        path = folder / "error_vs_iteration.png"
         with atomic_write(path, "wb") as fh:
             fig.savefig(fh, format="png", dpi=90)
         plt.close(fig)

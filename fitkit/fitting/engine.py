@@ -36,6 +36,28 @@ __all__ = ["FitResult", "fit", "prepare_init", "torso_translation", "InitError"]
 
 #: ``progress(stage_name, iteration, num_running, num_samples)``
 StageProgress = Callable[[str, int, int, int], None]
+#: ``trace(stage_name, iteration, params)``: smplx-named (N, ...) best parameters so far
+Trace = Callable[[str, int, dict], None]
+
+
+class _StageCallback:
+    """The solver callback of one stage: progress, and the best iterate decoded for ``trace``."""
+
+    def __init__(self, name: str, progress, trace, layout, params, rows):
+        self.name, self.progress, self.trace = name, progress, trace
+        self.layout, self.params, self.rows = layout, params, rows
+        if trace is not None:
+            self.best = self._best
+
+    def __call__(self, iteration: int, running: int, n: int) -> None:
+        if self.progress is not None:
+            self.progress(self.name, iteration, running, n)
+
+    def _best(self, iteration: int, best_x: torch.Tensor) -> None:
+        with torch.no_grad():
+            decoded = self.layout.decode(best_x.detach(), self.params, self.rows)
+        decoded.pop(LATENT_KEY, None)
+        self.trace(self.name, iteration, decoded)
 
 
 class InitError(ValueError):
@@ -152,7 +174,8 @@ def torso_translation(params, model, observations, camera: FitCamera):
 
 def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = None, *,
         device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-        progress: StageProgress | None = None, init_source: str = "init") -> FitResult:
+        progress: StageProgress | None = None, init_source: str = "init",
+        trace: Trace | None = None) -> FitResult:
     """Fit ``model`` to ``observations`` with ``recipe``.
 
     Args:
@@ -164,6 +187,10 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
             (or the default full-image camera).
         device, dtype: default: the model's.
         progress: called after every solver iteration.
+        trace: called after every solver iteration with the stage name, the
+            iteration and the smplx-named best parameters of all N samples so
+            far, and once more with each stage's result (e.g. to plot an error
+            against iterations; each call costs a decode).
     """
     device = torch.device(device) if device is not None else model.device
     dtype = dtype or model.dtype
@@ -234,7 +261,8 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
                 raise RecipeError(f"{recipe.source}: stages.{s}: solver {solver.name!r} {why}")
         objective = Objective(model, weighted, layout, params, init_params, camera)
         running = ~(no_evidence | nan)
-        cb = None if progress is None else (lambda it, r, n, name=stage.name: progress(name, it, r, n))
+        cb = None if progress is None and trace is None else \
+            _StageCallback(stage.name, progress, trace, layout, params, all_rows)
         start = dict(params)
         if carried is not None and carried[0] is layout.latent:
             start[LATENT_KEY] = carried[1]
@@ -245,6 +273,8 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
         if LATENT_KEY in decoded:
             carried = (layout.latent, decoded.pop(LATENT_KEY))
         params = decoded
+        if trace is not None:  # the stage's result (a solver may evaluate once more after its last step)
+            trace(stage.name, int(res.iterations.max()), params)
         nan |= res.nan
         ran = running & (res.iterations > 0)
         converged = torch.where(ran, res.converged, converged)

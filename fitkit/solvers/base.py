@@ -31,7 +31,9 @@ import torch
 
 __all__ = ["SolveResult", "Solver", "Tracker", "SOLVERS", "register_solver", "make_solver"]
 
-#: ``callback(iteration, num_running, num_samples)`` after every iteration.
+#: ``callback(iteration, num_running, num_samples)`` after every iteration. A callback
+#: that also has a ``best`` attribute (a callable) gets ``callback.best(iteration, best_x)``
+#: with the (N, D) best iterate of every sample so far (the engine's ``trace``).
 ProgressCallback = Callable[[int, int, int], None]
 
 
@@ -138,6 +140,9 @@ class Tracker:
         self.iterations[index] += 1
         if callback is not None:
             callback(iteration, int(self.running.sum()), self.running.shape[0])
+            best = getattr(callback, "best", None)
+            if best is not None:
+                best(iteration, self.best_x)
         if not bool(self.running.any()):
             self.stopped_by = "converged"
             return True
