@@ -137,7 +137,8 @@ class Benchmark:
             and/or ``'displacements'`` (N, H, W, 2) as requested.
         gt: true smplx parameters ``global_orient`` (N, 3), ``body_pose``
             (N, 69), ``betas`` (N, B), ``transl`` (N, 3); CPU tensors in the
-            model's dtype (metrics recompute joints and vertices from them).
+            model's dtype (metrics recompute joints and vertices from them);
+            None for a dataset folder without ``gt.npz`` (:func:`load_benchmark`).
         init: the initialisation, same keys and shapes.
         settings: JSON-native record of everything the benchmark was made
             with (version, seed, difficulty and its numbers, cue noise, pose
