@@ -283,6 +283,40 @@ class Observations:
 
 # ---------------------------------------------------------------- validation
 
+def read_dense_cue(observations, name: str, channels: int, *, reader: str, content: str,
+                   image_size: torch.Tensor) -> torch.Tensor:
+    """The dense cue ``name`` of ``observations`` for a term, checked: (N, H, W, channels)
+    floating, one map per frame, on every frame's image grid (``image_size`` (N, 2) W, H).
+
+    Args:
+        reader: the term reading it (named in errors), e.g. ``'densepose'``.
+        content: what the channels hold (named in errors), e.g. ``'(I, U, V)'``.
+    Raises:
+        ObservationError: naming the source and ``dense_<name>``.
+    """
+    src = getattr(observations, "source", "<observations>")
+    dense = getattr(observations, "dense", None) or {}
+    field = DENSE_PREFIX + name
+    if name not in dense:
+        raise ObservationError(f"{src}: field '{field}' is missing: the {reader} term reads the dense cue "
+                               f"{name!r}, the observations have {sorted(dense) if dense else 'no dense cues'}")
+    f = dense[name]
+    n = image_size.shape[0]
+    if not isinstance(f, torch.Tensor) or not f.is_floating_point() or f.dim() != 4 or f.shape[-1] != channels:
+        raise ObservationError(f"{src}: field '{field}' must be a floating (N, H, W, {channels}) tensor of "
+                               f"{content}, got {type(f).__name__} {tuple(getattr(f, 'shape', ()))}")
+    if f.shape[0] != n:
+        raise ObservationError(f"{src}: field '{field}' has {f.shape[0]} frames, expected {n}")
+    h, w = int(f.shape[1]), int(f.shape[2])
+    size = image_size.detach().to("cpu", torch.float64)
+    bad = torch.nonzero((size[:, 0] != w) | (size[:, 1] != h)).flatten()
+    if bad.numel():
+        i = int(bad[0])
+        raise ObservationError(f"{src}: field '{field}' is {w}x{h} pixels (W x H) but frame {i}'s image is "
+                               f"{size[i, 0]:g}x{size[i, 1]:g}: dense cues must be on the full image grid")
+    return f
+
+
 def _check_dense(dense, n: int, source: str, image_size=None) -> None:
     """Shapes (and, given the (N, 2) image sizes, the grid size) of the dense cues."""
     if not isinstance(dense, dict):

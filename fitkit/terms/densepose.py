@@ -49,6 +49,7 @@ from torch import Tensor
 from fitkit.camera import project
 from fitkit.errors import ObservationError
 from fitkit.fitting.camera_setup import masked_box
+from fitkit.io.observations import read_dense_cue
 from fitkit.terms.base import Batch, Needs, SetupContext, Term, register_term
 from fitkit.terms.robust import geman_mcclure
 
@@ -113,28 +114,9 @@ class DensePose(Term):
 
     # ------------------------------------------------------------ set-up
     def _read_field(self, ctx: SetupContext) -> Tensor:
-        obs = ctx.observations
-        src = getattr(obs, "source", "<observations>")
-        dense = getattr(obs, "dense", None) or {}
-        name = f"dense_{self.field}"
-        if self.field not in dense:
-            raise ObservationError(f"{src}: field '{name}' is missing: the densepose term reads the dense cue "
-                                   f"{self.field!r}, the observations have "
-                                   f"{sorted(dense) if dense else 'no dense cues'}")
-        f = dense[self.field]
-        n = ctx.camera.K.shape[0]
-        if not isinstance(f, Tensor) or not f.is_floating_point() or f.dim() != 4 or f.shape[-1] != 3:
-            raise ObservationError(f"{src}: field '{name}' must be a floating (N, H, W, 3) tensor of (I, U, V), "
-                                   f"got {type(f).__name__} {tuple(getattr(f, 'shape', ()))}")
-        if f.shape[0] != n:
-            raise ObservationError(f"{src}: field '{name}' has {f.shape[0]} frames, expected {n}")
-        h, w = int(f.shape[1]), int(f.shape[2])
-        size = ctx.camera.image_size.detach().to("cpu", torch.float64)
-        bad = torch.nonzero((size[:, 0] != w) | (size[:, 1] != h)).flatten()
-        if bad.numel():
-            i = int(bad[0])
-            raise ObservationError(f"{src}: field '{name}' is {w}x{h} pixels (W x H) but frame {i}'s image is "
-                                   f"{size[i, 0]:g}x{size[i, 1]:g}: the IUV map must be on the full image grid")
+        f = read_dense_cue(ctx.observations, self.field, 3, reader="densepose", content="(I, U, V)",
+                           image_size=ctx.camera.image_size)
+        src, name = getattr(ctx.observations, "source", "<observations>"), f"dense_{self.field}"
         f = f.detach().to(device=ctx.device, dtype=torch.float64)
         I = f[..., 0]
         fin = torch.isfinite(I)
