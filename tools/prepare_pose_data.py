@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 
 from fitkit.build.deepmimic import MISSING_JOINT_NOISE, NOISE_SMOOTHING_FRAMES, parse_clip, retarget_clip
 from fitkit.io.atomic import atomic_write
+from fitkit.priors.files import file_sha256
 from fitkit.priors.pose_data import OPEN_POSE_DATA, mirror_body_pose, mirror_global_orient
 
 MOTIONS = "pybullet_data/data/motions/"
@@ -117,7 +117,7 @@ def build(wheel: Path, seed: int) -> tuple[dict[str, np.ndarray], dict]:
         print(f"  {name:28s} {T:4d} frames  {clip.fps:5.1f} fps  {split[-1]}")
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     arrays.update(clip_names=np.array(names), clip_fps=np.array(fps, dtype=np.float32), clip_split=np.array(split))
-    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    sha = file_sha256(wheel)
     provenance = {
         "source": f"{wheel.name} (sha256 {sha}), {MOTIONS}",
         "licence": "zlib (pybullet); see NOTICE",

@@ -25,7 +25,6 @@ large pose set (e.g. AMASS) raise ``--lr`` and ``--epochs``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shlex
 import sys
 import time
@@ -37,17 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from fitkit.priors.files import file_sha256  # noqa: E402
 from fitkit.body import load_body_model  # noqa: E402
 from fitkit.priors.cnf import (make_keypoint_contexts, mean_nll, save_flow,  # noqa: E402
                                train_cnf)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main(argv=None) -> int:
@@ -127,7 +119,7 @@ def main(argv=None) -> int:
         print(f"  with the all-zero context instead: {metrics['test_nll_blank_context']:.3f}")
 
     extra = {
-        "data": {"file": str(data_path), "sha256": sha256(data_path), "train_poses": len(train),
+        "data": {"file": str(data_path), "sha256": file_sha256(data_path), "train_poses": len(train),
                  "validation_poses": len(val),
                  "test_poses": len(test), "provenance": train.provenance},
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),

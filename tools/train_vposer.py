@@ -23,7 +23,6 @@ the same s.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shlex
 import sys
 import time
@@ -35,16 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from fitkit.priors.files import file_sha256  # noqa: E402
 from fitkit.priors.vposer import save_vposer  # noqa: E402
 from fitkit.priors.vposer_train import evaluate_vposer, observation_sigma, train_vposer  # noqa: E402
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main(argv=None) -> int:
@@ -103,7 +95,7 @@ def main(argv=None) -> int:
     print(f"train split: reconstruction {train_m['angle_deg']:.2f} deg; -ELBO {train_m['nelbo_nats']:.1f} nats/pose")
 
     extra = {
-        "data": {"file": str(data_path), "sha256": sha256(data_path), "train_poses": len(train),
+        "data": {"file": str(data_path), "sha256": file_sha256(data_path), "train_poses": len(train),
                  "test_poses": len(test), "provenance": train.provenance},
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "seed": args.seed,

@@ -9,13 +9,15 @@ so the shipped open weights are found from anywhere.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Mapping, Union
 
 from fitkit.errors import ModelFileError, ParameterError
 
-__all__ = ["PriorFileNotFoundError", "resolve_weight_path", "plain_metadata", "PRIORS_DIR", "REPO_DIR"]
+__all__ = ["PriorFileNotFoundError", "resolve_weight_path", "plain_metadata", "file_sha256", "PRIORS_DIR",
+           "REPO_DIR"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -85,3 +87,12 @@ def plain_metadata(value: Any, where: str) -> Any:
         return [plain_metadata(v, f"{where}[{i}]") for i, v in enumerate(value)]
     raise ParameterError(f"{where}: cannot store a {type(value).__name__} in a weight file "
                          "(use tensors, strings, numbers, lists and dicts)")
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file (read in 1 MB blocks), for the provenance of trained weights and data."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
