@@ -111,7 +111,9 @@ def _check_image_size(image_size) -> Tuple[int, int]:
     return h, w
 
 
-def _check_inputs(vertices, faces, K, image_size, near):
+def check_vertices_and_K(vertices, K) -> int:
+    """Check (B, V, 3) floating camera-frame vertices and (B, 3, 3) intrinsics; returns B.
+    Raises ParameterError naming the argument."""
     if not isinstance(vertices, Tensor) or vertices.dim() != 3 or vertices.shape[2] != 3:
         got = tuple(vertices.shape) if isinstance(vertices, Tensor) else type(vertices).__name__
         raise ParameterError(f"vertices must be a (B, V, 3) tensor (camera frame, meters), got {got}")
@@ -121,6 +123,11 @@ def _check_inputs(vertices, faces, K, image_size, near):
     if not isinstance(K, Tensor) or K.shape != (batch, 3, 3):
         got = tuple(K.shape) if isinstance(K, Tensor) else type(K).__name__
         raise ParameterError(f"K must have shape (B, 3, 3) with B={batch}, got {got}")
+    return batch
+
+
+def _check_inputs(vertices, faces, K, image_size, near):
+    batch = check_vertices_and_K(vertices, K)
     faces = _check_faces(faces)
     if faces.device != vertices.device or K.device != vertices.device:
         raise ParameterError(f"vertices, faces and K must be on one device, got {vertices.device}, "

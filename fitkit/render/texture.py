@@ -54,7 +54,8 @@ import torch
 from torch import Tensor
 
 from fitkit.errors import ParameterError
-from fitkit.render.rasterizer import Fragments, _check_faces, _check_image_size, interpolate, rasterize
+from fitkit.render.rasterizer import (Fragments, _check_faces, _check_image_size, check_vertices_and_K, interpolate,
+                                     rasterize)
 from fitkit.render.shading import overlay, render_uv_texture, shade, vertex_normals
 
 __all__ = ["sample_visible", "vertex_colors_from_images", "texture_from_images", "atlas_uvs", "chart_atlas_uvs",
@@ -67,15 +68,7 @@ _MEDIAN_CHUNK = 1 << 16
 # ---------------------------------------------------------------- checks
 
 def _check_frames(vertices, K, images) -> Tuple[Tensor, Tensor, Tensor]:
-    if not isinstance(vertices, Tensor) or vertices.dim() != 3 or vertices.shape[2] != 3:
-        got = tuple(vertices.shape) if isinstance(vertices, Tensor) else type(vertices).__name__
-        raise ParameterError(f"vertices must be (N, V, 3) camera-frame vertices per frame, got {got}")
-    if not vertices.is_floating_point():
-        raise ParameterError(f"vertices must be floating point, got dtype {vertices.dtype}")
-    n = vertices.shape[0]
-    if not isinstance(K, Tensor) or K.shape != (n, 3, 3):
-        got = tuple(K.shape) if isinstance(K, Tensor) else type(K).__name__
-        raise ParameterError(f"K must have shape (N, 3, 3) with N={n}, got {got}")
+    n = check_vertices_and_K(vertices, K)  # one (B = N frames) per image
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[0] != n or images.shape[3] != 3:
