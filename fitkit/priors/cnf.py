@@ -68,7 +68,6 @@ plain ``torch.save`` dicts of tensors, strings and numbers, read with
 """
 from __future__ import annotations
 
-import copy
 import datetime
 import math
 import os
@@ -84,7 +83,7 @@ from torch import nn
 from fitkit.body.keypoint_formats import KeypointFormat, get_format
 from fitkit.errors import ModelFileError, ParameterError
 from fitkit.io.atomic import atomic_write
-from fitkit.priors.files import PriorFileNotFoundError, expand, plain_metadata, resolve_weight_path
+from fitkit.priors.files import PriorFileNotFoundError, expand, frozen_copy, plain_metadata, resolve_weight_path
 from fitkit.terms.base import LATENT_KEY, Batch, Needs, PoseLatent, Term, register_term
 
 __all__ = ["ConditionalPoseFlow", "CNFPosePrior", "FlowPoseLatent", "keypoint_context",
@@ -813,13 +812,7 @@ class CNFPosePrior(Term):
         return torch.from_numpy(arr.astype(np.float64))
 
     def _for(self, device: torch.device, dtype: torch.dtype) -> ConditionalPoseFlow:
-        key = (str(device), dtype)
-        if key not in self._cast:
-            flow = copy.deepcopy(self.flow).to(device=device, dtype=dtype).eval()
-            for p in flow.parameters():
-                p.requires_grad_(False)
-            self._cast[key] = flow
-        return self._cast[key]
+        return frozen_copy(self._cast, self.flow, device, dtype)
 
     def _rows(self, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         if self._context is None:

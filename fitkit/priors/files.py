@@ -16,7 +16,7 @@ from typing import Any, Mapping, Union
 
 from fitkit.errors import ModelFileError, ParameterError
 
-__all__ = ["PriorFileNotFoundError", "resolve_weight_path", "plain_metadata", "file_sha256", "PRIORS_DIR",
+__all__ = ["PriorFileNotFoundError", "resolve_weight_path", "plain_metadata", "file_sha256", "frozen_copy", "PRIORS_DIR",
            "REPO_DIR"]
 
 PathLike = Union[str, os.PathLike]
@@ -96,3 +96,14 @@ def file_sha256(path: PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def frozen_copy(cache: dict, module, device, dtype):
+    """``module`` on ``device`` in ``dtype``, in eval mode with frozen parameters, copied once per
+    (device, dtype) into ``cache`` (what a learned prior evaluates in a fit)."""
+    import copy
+
+    key = (str(device), dtype)
+    if key not in cache:
+        cache[key] = copy.deepcopy(module).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return cache[key]

@@ -61,7 +61,6 @@ The ``vposer`` term (:class:`VPoserPrior`) uses the network in one of two modes:
 from __future__ import annotations
 
 import collections
-import copy
 import os
 import re
 from pathlib import Path
@@ -74,7 +73,7 @@ from torch import nn
 
 from fitkit.errors import ModelFileError, ParameterError
 from fitkit.io.atomic import atomic_write
-from fitkit.priors.files import PriorFileNotFoundError, expand, plain_metadata, resolve_weight_path
+from fitkit.priors.files import PriorFileNotFoundError, expand, frozen_copy, plain_metadata, resolve_weight_path
 from fitkit.terms.base import LATENT_KEY, Batch, Needs, PoseLatent, Term, register_term
 
 __all__ = ["VPoser", "VPoserV1", "VPoserV2", "VPoserLatent", "VPoserPrior", "PriorFileNotFoundError",
@@ -627,13 +626,7 @@ class VPoserPrior(Term):
 
     def _for(self, device: torch.device, dtype: torch.dtype) -> VPoser:
         """The network on ``device`` in ``dtype``, eval mode, frozen (cast once and cached)."""
-        key = (str(device), dtype)
-        net = self._cast.get(key)
-        if net is None:
-            net = copy.deepcopy(self.net).to(device=device, dtype=dtype).eval()
-            net.requires_grad_(False)
-            self._cast[key] = net
-        return net
+        return frozen_copy(self._cast, self.net, device, dtype)
 
     def latent(self) -> PoseLatent | None:
         return self._latent
