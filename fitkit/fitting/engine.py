@@ -14,6 +14,13 @@ Per-sample flags (also documented in docs/fitting.md):
   for the remaining stages.
 - ``converged``: in the last stage it ran, its solver's convergence test
   passed (False: stopped by the iteration or time limit).
+
+In a sequence stage (``sequence: true``, :mod:`fitkit.fitting.sequence`) the
+solver's samples are chunks of frames; a chunk runs when any of its frames has
+evidence and is not ``nan``, so frames without evidence inside it are filled
+in by the temporal terms (they keep their ``no_evidence`` flag). A frame is
+``nan`` when any chunk holding it was, ``converged`` when all were, and its
+iteration count is the largest of its chunks'.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from fitkit.fitting.camera_setup import FitCamera, build_fit_camera
 from fitkit.fitting.objective import Objective, WeightedTerm
 from fitkit.fitting.params import PARAM_NAMES, ParamLayout
 from fitkit.fitting.recipe import Recipe, RecipeError
+from fitkit.fitting.sequence import SequenceLayout, SequenceObjective, plan_chunks, track_mean_betas
 from fitkit.solvers import make_solver
 from fitkit.terms.base import LATENT_KEY, SetupContext, get_term_class
 
@@ -41,11 +49,13 @@ Trace = Callable[[str, int, dict], None]
 
 
 class _StageCallback:
-    """The solver callback of one stage: progress, and the best iterate decoded for ``trace``."""
+    """The solver callback of one stage: progress, and the best iterate decoded for ``trace``.
 
-    def __init__(self, name: str, progress, trace, layout, params, rows):
-        self.name, self.progress, self.trace = name, progress, trace
-        self.layout, self.params, self.rows = layout, params, rows
+    ``decode(x)``: the stage's packed (S, D) vector -> smplx-named (N, ...) parameters.
+    """
+
+    def __init__(self, name: str, progress, trace, decode):
+        self.name, self.progress, self.trace, self.decode = name, progress, trace, decode
         if trace is not None:
             self.best = self._best
 
@@ -55,7 +65,7 @@ class _StageCallback:
 
     def _best(self, iteration: int, best_x: torch.Tensor) -> None:
         with torch.no_grad():
-            decoded = self.layout.decode(best_x.detach(), self.params, self.rows)
+            decoded = self.decode(best_x.detach())
         decoded.pop(LATENT_KEY, None)
         self.trace(self.name, iteration, decoded)
 
@@ -78,6 +88,9 @@ class FitResult:
         iterations: (N, S) iterations per stage.
         stage_names: the S stage names.
         stage_seconds: wall time per stage.
+        info: ``recipe``, ``camera_mode``, ``pose_latent`` (when a latent pose was
+            optimized) and, after sequence stages, ``sequence`` (tracks, segments,
+            chunks, consensus passes, pairs without a temporal cue per term).
         transl_from_torso: (N,) bool, the translation was initialised from the torso keypoints.
     """
 
@@ -242,53 +255,129 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
     objective = None
     all_rows = torch.arange(N, device=device)
     carried = None  # (PoseLatent, (N, Dz) code) of the last stage that optimized a latent pose
+    plan = None  # the chunks of the sequence stages, made at the first one
+    seq_info: dict[str, Any] = {}
     x = None
     for s, stage in enumerate(recipe.stages):
         weighted = [WeightedTerm(k, instances[k], w) for k, w in stage.terms.items() if w > 0]
         latent = _stage_latent(weighted, stage, recipe.source, s)
-        layout = ParamLayout(stage.free, widths, stage.rotation, latent=latent)
         solver = make_solver(stage.solver)
-        if solver.needs_jacobian:
-            why = None
-            if stage.rotation != "axis_angle":
-                why = "needs rotation: axis_angle"
-            elif layout.latent is not None:
-                why = "cannot optimize a latent pose (a prior in latent mode); use adam or lbfgs"
-            elif not all(wt.term.least_squares for wt in weighted):
-                why = (f"needs least-squares terms; {[wt.key for wt in weighted if not wt.term.least_squares]} "
-                       "define an energy only; use adam or lbfgs")
-            if why:
-                raise RecipeError(f"{recipe.source}: stages.{s}: solver {solver.name!r} {why}")
-        objective = Objective(model, weighted, layout, params, init_params, camera)
-        running = ~(no_evidence | nan)
-        cb = None if progress is None and trace is None else \
-            _StageCallback(stage.name, progress, trace, layout, params, all_rows)
         start = dict(params)
-        if carried is not None and carried[0] is layout.latent:
+        if carried is not None and carried[0] is latent:
             start[LATENT_KEY] = carried[1]
-        res = solver.run(objective, layout.encode(start, all_rows), running, callback=cb)
-        x = res.x.detach()
-        with torch.no_grad():
-            decoded = {k: v.detach() for k, v in layout.decode(x, params, all_rows).items()}
+        if stage.sequence:
+            if solver.needs_jacobian:
+                raise RecipeError(f"{recipe.source}: stages.{s}: solver {solver.name!r} cannot run a sequence "
+                                  "stage (its frames are coupled and the Jacobian would be dense); use adam or lbfgs")
+            if plan is None:
+                plan = plan_chunks(obs, recipe.sequence["chunk"], recipe.sequence["overlap"], device=device)
+                params["betas"] = start["betas"] = track_mean_betas(params["betas"], plan, has_evidence.to(device))
+                seq_info = _sequence_info(plan, instances)
+            layout = SequenceLayout(stage.free, widths, stage.rotation, latent, plan)
+            objective = SequenceObjective(model, weighted, layout, params, init_params, camera)
+            running = _chunks_running(plan, no_evidence | nan)
+            cb = None if progress is None and trace is None else \
+                _StageCallback(stage.name, progress, trace, lambda z, lay=layout, p=params: lay.to_frames(z, p))
+            res = solver.run(objective, layout.encode(start), running, callback=cb)
+            x = res.x.detach()
+            with torch.no_grad():
+                decoded = layout.to_frames(x, params)
+            chunk_iters, chunk_conv, chunk_nan, secs = res.iterations, res.converged, res.nan, res.seconds
+            if "betas" in layout.free:
+                decoded["betas"] = track_mean_betas(decoded["betas"], plan)
+                again = running & plan.multi_chunk_tracks() & ~res.nan
+                frame_free = [n for n in stage.free if n != "betas"]
+                if frame_free and bool(again.any()):
+                    # shape consensus: the chunks of split tracks fit again with the track's shape fixed
+                    layout = SequenceLayout(frame_free, widths, stage.rotation, latent, plan)
+                    fixed = {k: v for k, v in decoded.items() if k != LATENT_KEY}
+                    objective = SequenceObjective(model, weighted, layout, fixed, init_params, camera)
+                    cb = None if cb is None else _StageCallback(
+                        stage.name, progress, trace, lambda z, lay=layout, p=fixed: lay.to_frames(z, p))
+                    res = solver.run(objective, layout.encode(decoded), again, callback=cb)
+                    x = res.x.detach()
+                    with torch.no_grad():
+                        decoded = layout.to_frames(x, fixed)
+                    chunk_iters = chunk_iters + res.iterations
+                    chunk_conv = torch.where(again, res.converged, chunk_conv)
+                    chunk_nan = chunk_nan | res.nan
+                    secs += res.seconds
+                    seq_info["consensus_passes"] += 1
+            stage_nan = plan.frame_chunk_any(chunk_nan)
+            ran = plan.frame_chunk_any(running & (chunk_iters > 0))
+            stage_conv = plan.frame_chunk_all(chunk_conv | ~running)
+            stage_iters = plan.frame_chunk_max(chunk_iters)
+        else:
+            layout = ParamLayout(stage.free, widths, stage.rotation, latent=latent)
+            if solver.needs_jacobian:
+                _check_lm_stage(layout, weighted, stage, solver, recipe.source, s)
+            objective = Objective(model, weighted, layout, params, init_params, camera)
+            running = ~(no_evidence | nan)
+            cb = None if progress is None and trace is None else \
+                _StageCallback(stage.name, progress, trace, lambda z, lay=layout, p=params: lay.decode(z, p, all_rows))
+            res = solver.run(objective, layout.encode(start, all_rows), running, callback=cb)
+            x = res.x.detach()
+            with torch.no_grad():
+                decoded = {k: v.detach() for k, v in layout.decode(x, params, all_rows).items()}
+            stage_nan, stage_conv, stage_iters, secs = res.nan, res.converged, res.iterations, res.seconds
+            ran = running & (res.iterations > 0)
         if LATENT_KEY in decoded:
             carried = (layout.latent, decoded.pop(LATENT_KEY))
         params = decoded
         if trace is not None:  # the stage's result (a solver may evaluate once more after its last step)
-            trace(stage.name, int(res.iterations.max()), params)
-        nan |= res.nan
-        ran = running & (res.iterations > 0)
-        converged = torch.where(ran, res.converged, converged)
-        iterations[:, s] = res.iterations
-        seconds.append(res.seconds)
+            trace(stage.name, int(stage_iters.max()), params)
+        nan |= stage_nan
+        converged = torch.where(ran, stage_conv, converged)
+        iterations[:, s] = stage_iters
+        seconds.append(secs)
 
-    energies = objective.term_energies(x, all_rows)
+    if isinstance(objective, SequenceObjective):
+        energies = objective.frame_energies(x)
+    else:
+        energies = objective.term_energies(x, all_rows)
     energies["total"] = sum(energies.values())
+    info = {"recipe": recipe.name, "camera_mode": camera.mode}
+    if carried is not None:
+        info[LATENT_KEY] = carried[1]
+    if plan is not None:
+        info["sequence"] = seq_info
     return FitResult(params=params, K=camera.K, image_size=camera.image_size, energies=energies,
                      converged=converged, nan=nan, no_evidence=no_evidence, iterations=iterations,
                      stage_names=[st.name for st in recipe.stages], stage_seconds=seconds,
-                     transl_from_torso=from_torso,
-                     info={"recipe": recipe.name, "camera_mode": camera.mode,
-                           **({LATENT_KEY: carried[1]} if carried is not None else {})})
+                     transl_from_torso=from_torso, info=info)
+
+
+def _check_lm_stage(layout, weighted, stage, solver, source: str, s: int) -> None:
+    why = None
+    if stage.rotation != "axis_angle":
+        why = "needs rotation: axis_angle"
+    elif layout.latent is not None:
+        why = "cannot optimize a latent pose (a prior in latent mode); use adam or lbfgs"
+    elif not all(wt.term.least_squares for wt in weighted):
+        why = (f"needs least-squares terms; {[wt.key for wt in weighted if not wt.term.least_squares]} "
+               "define an energy only; use adam or lbfgs")
+    if why:
+        raise RecipeError(f"{source}: stages.{s}: solver {solver.name!r} {why}")
+
+
+def _chunks_running(plan, stopped: torch.Tensor) -> torch.Tensor:
+    """(C,) bool: chunks with at least one frame that is not ``stopped`` (N,)."""
+    live = (~stopped).index_select(0, plan.frames.reshape(-1)).reshape(plan.frames.shape)
+    return (live & plan.valid).any(dim=1)
+
+
+def _sequence_info(plan, instances) -> dict[str, Any]:
+    """What the sequence stages work on, for FitResult.info (and what is missing)."""
+    last = torch.zeros(plan.num_frames, dtype=torch.bool)
+    for seg in plan.segments:
+        last[seg.rows[-1]] = True
+    missing = {}
+    for key, term in instances.items():
+        ev = term.evidence() if term.kind == "data" and term.temporal else None
+        if ev is not None:  # pairs (frame, next frame) the temporal cue does not cover
+            missing[key] = int((~ev.cpu() & ~last).sum())
+    return {"tracks": len(plan.tracks), "segments": len(plan.segments), "chunks": plan.num_chunks,
+            "chunk_frames": int(plan.frames.shape[1]), "consensus_passes": 0, "pairs_without_cue": missing}
 
 
 def _stage_latent(weighted, stage, source: str, s: int):

@@ -19,6 +19,13 @@ A recipe is data only; the engine stays generic. Layout::
                                        # a list of keys keeps the terms' weights
         solver: {type: lm, iterations: 20}
         rotation: axis_angle           # or rot6d (gradient solvers only)
+        sequence: false                # true: fit chunks of frames together (below)
+
+A stage with ``sequence: true`` optimizes chunks of consecutive frames of one
+track together, with one shape per track, and may use temporal terms (see
+:mod:`fitkit.fitting.sequence`); the optional top-level section
+``sequence: {chunk: 64, overlap: 8}`` sets the chunking. Temporal terms in a
+per-frame stage are refused.
 
 A term's ``type`` is a registered name (:func:`fitkit.terms.base.register_term`);
 every other key of a term except ``weight`` goes to its constructor. Weights
@@ -46,8 +53,10 @@ __all__ = ["Recipe", "StageSpec", "RecipeError", "load_recipe", "recipe_from_dic
 #: The recipes shipped with fitkit (``fitting_configs/`` at the repository root).
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "fitting_configs"
 
-_TOP_KEYS = {"name", "description", "plugins", "body", "camera", "init", "terms", "stages", "quality"}
-_STAGE_KEYS = {"name", "free", "terms", "solver", "rotation"}
+_TOP_KEYS = {"name", "description", "plugins", "body", "camera", "init", "terms", "stages", "quality",
+             "sequence"}
+_STAGE_KEYS = {"name", "free", "terms", "solver", "rotation", "sequence"}
+_SEQUENCE_KEYS = {"chunk", "overlap"}
 
 
 class RecipeError(FitkitError, ValueError):
@@ -63,6 +72,7 @@ class StageSpec:
     terms: dict[str, float]
     solver: dict[str, Any]
     rotation: str = "axis_angle"
+    sequence: bool = False
 
 
 @dataclass
@@ -76,6 +86,7 @@ class Recipe:
     stages: list[StageSpec]
     plugins: list[str] = field(default_factory=list)
     source: str = "<dict>"
+    sequence: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
 
     def term_args(self, key: str) -> tuple[str, float, dict[str, Any]]:
@@ -202,13 +213,33 @@ def recipe_from_dict(data: dict, source: str = "<dict>") -> Recipe:
         solver = st.get("solver")
         if not isinstance(solver, dict) or "type" not in solver:
             raise RecipeError(f"{where}.solver: a mapping with a 'type' (adam, lbfgs, lm)")
+        seq = st.get("sequence", False)
+        if not isinstance(seq, bool):
+            raise RecipeError(f"{where}.sequence: true or false, got {seq!r}")
+        if not seq:
+            temporal = [k for k in weights if weights[k] > 0 and get_term_class(terms[k]["type"]).temporal]
+            if temporal:
+                raise RecipeError(f"{where}.terms: {temporal} couple frames (temporal terms); they need a "
+                                  "sequence stage (sequence: true)")
         stages.append(StageSpec(name=str(st.get("name", f"stage{i}")), free=[str(f) for f in free],
                                 terms=weights, solver=dict(solver),
-                                rotation=str(st.get("rotation", "axis_angle"))))
+                                rotation=str(st.get("rotation", "axis_angle")), sequence=seq))
+    sequence = data.get("sequence") or {}
+    if not isinstance(sequence, dict) or set(sequence) - _SEQUENCE_KEYS:
+        raise RecipeError(f"{source}: sequence: a mapping with keys {sorted(_SEQUENCE_KEYS)}, got {sequence!r}")
+    from fitkit.fitting.sequence import DEFAULT_CHUNK, DEFAULT_OVERLAP
+
+    sequence = {"chunk": DEFAULT_CHUNK, "overlap": DEFAULT_OVERLAP, **sequence}
+    chunk, overlap = sequence["chunk"], sequence["overlap"]
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 2:
+        raise RecipeError(f"{source}: sequence.chunk: an integer >= 2 (frames per chunk), got {chunk!r}")
+    if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap < chunk:
+        raise RecipeError(f"{source}: sequence.overlap: an integer in [0, chunk={chunk}), got {overlap!r}")
     return Recipe(name=str(data.get("name", Path(source).stem)), description=str(data.get("description", "")),
                   body=dict(data.get("body") or {}), camera=dict(data.get("camera") or {}),
                   init=dict(data.get("init") or {}), terms={k: dict(v) for k, v in terms.items()},
-                  stages=stages, plugins=list(data.get("plugins") or []), source=source, data=data)
+                  stages=stages, plugins=list(data.get("plugins") or []), source=source, data=data,
+                  sequence=sequence)
 
 
 def load_recipe(path_or_name: str | Path, overrides: Sequence[str] = (), prior: str | None = None) -> Recipe:

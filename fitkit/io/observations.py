@@ -58,7 +58,7 @@ SCHEMA = "fitkit.observations/1"
 
 #: Entries a ``fitkit.observations/1`` file may hold.
 REQUIRED_ENTRIES = ("schema", "keypoints", "keypoint_format", "image_size")
-OPTIONAL_ENTRIES = ("intrinsics", "bbox", "frame_ids", "image_paths")
+OPTIONAL_ENTRIES = ("intrinsics", "bbox", "frame_ids", "image_paths", "track_ids", "frame_numbers")
 #: File entries ``dense_<name>`` hold the dense cue ``<name>`` (see :attr:`Observations.dense`).
 DENSE_PREFIX = "dense_"
 
@@ -102,6 +102,12 @@ class Observations:
         frame_ids: N unique names; None is replaced by ``'000000', '000001', ...``
             so after construction this is always a list.
         image_paths: N paths (``''`` where unknown) for overlays, or None.
+        track_ids: N track names (which person each frame shows), or None: all
+            frames belong to one track. Sequence stages fit one shape per track.
+        frame_numbers: N ints, each frame's time index within its track, or
+            None: 0, 1, 2, ... in the order the frames of a track appear. Unique
+            within a track; a gap (a missing number) splits a track into
+            separate segments for temporal terms (:mod:`fitkit.fitting.sequence`).
         source: where the data came from, used in error messages.
         dense: per-pixel cues by name, each a floating (N, H, W, C) tensor on
             the full image grid (H, W = image height, width; every frame the
@@ -126,6 +132,8 @@ class Observations:
     source: str = "<memory>"
     invalid_keypoints: int = 0
     dense: Optional[dict] = None
+    track_ids: Optional[list[str]] = None
+    frame_numbers: Optional[list[int]] = None
 
     def __post_init__(self):
         src = self.source
@@ -157,14 +165,16 @@ class Observations:
             _check_dense(self.dense, n, src)
         if self.frame_ids is None:
             self.frame_ids = default_frame_ids(n)
-        for name in ("frame_ids", "image_paths"):
+        for name in ("frame_ids", "image_paths", "track_ids", "frame_numbers"):
             value = getattr(self, name)
             if value is None:
                 continue
             value = list(value)
             if len(value) != n:
                 raise _fail(src, name, f"has {len(value)} entries, expected {n} (N from 'keypoints')")
-            if not all(isinstance(v, str) for v in value):
+            if name == "frame_numbers":
+                value = _frame_numbers(value, self.track_ids, src)
+            elif not all(isinstance(v, str) for v in value):
                 raise _fail(src, name, "must hold strings")
             setattr(self, name, value)
 
@@ -207,7 +217,9 @@ class Observations:
             intrinsics=move(self.intrinsics), bbox=move(self.bbox),
             dense=None if self.dense is None else {k: move(v) for k, v in self.dense.items()},
             frame_ids=list(self.frame_ids),
-            image_paths=None if self.image_paths is None else list(self.image_paths))
+            image_paths=None if self.image_paths is None else list(self.image_paths),
+            track_ids=None if self.track_ids is None else list(self.track_ids),
+            frame_numbers=None if self.frame_numbers is None else list(self.frame_numbers))
 
     def subset(self, index) -> "Observations":
         """The frames selected by ``index`` (an int, a slice, a sequence or tensor of
@@ -240,7 +252,30 @@ class Observations:
             intrinsics=pick(self.intrinsics), bbox=pick(self.bbox),
             dense=None if self.dense is None else {k: pick(v) for k, v in self.dense.items()},
             frame_ids=[self.frame_ids[r] for r in rows],
-            image_paths=None if self.image_paths is None else [self.image_paths[r] for r in rows])
+            image_paths=None if self.image_paths is None else [self.image_paths[r] for r in rows],
+            track_ids=None if self.track_ids is None else [self.track_ids[r] for r in rows],
+            frame_numbers=self._frame_numbers_of(rows))
+
+    def _frame_numbers_of(self, rows: list[int]) -> Optional[list[int]]:
+        """Frame numbers of ``rows``, made explicit when the default (order within a track)
+        would change meaning in a subset."""
+        if self.frame_numbers is not None:
+            return [self.frame_numbers[r] for r in rows]
+        if rows == list(range(len(self))):
+            return None
+        return [self.time_indices()[r] for r in rows]
+
+    def time_indices(self) -> list[int]:
+        """N ints: :attr:`frame_numbers`, or 0, 1, 2, ... counted per track in order of appearance."""
+        if self.frame_numbers is not None:
+            return list(self.frame_numbers)
+        tracks = self.track_ids or [""] * len(self)
+        seen: dict[str, int] = {}
+        out = []
+        for t in tracks:
+            out.append(seen.get(t, 0))
+            seen[t] = out[-1] + 1
+        return out
 
     # ------------------------------------------------------------ validated construction
 
@@ -248,7 +283,8 @@ class Observations:
     def from_arrays(cls, keypoints, keypoint_format: str, image_size, *, intrinsics=None, bbox=None,
                     frame_ids: Optional[Sequence[str]] = None, image_paths: Optional[Sequence[str]] = None,
                     source: str = "<arrays>", dtype: torch.dtype = torch.float32,
-                    dense: Optional[dict] = None) -> "Observations":
+                    dense: Optional[dict] = None, track_ids: Optional[Sequence[str]] = None,
+                    frame_numbers: Optional[Sequence[int]] = None) -> "Observations":
         """Validate numpy arrays or tensors and build :class:`Observations` on the CPU.
 
         Args:
@@ -264,6 +300,8 @@ class Observations:
             dtype: floating dtype of the tensors.
             dense: name -> (N, H, W, C) per-pixel cue on the image grid (every
                 frame's image_size must be (W, H)); NaN allowed (no value).
+            track_ids: N track names (non-empty strings; ints are converted), or None.
+            frame_numbers: N integer time indices, unique within each track, or None.
         Raises:
             ObservationError: see the module docstring. NaN/inf keypoints are
             repaired with an ObservationWarning instead.
@@ -274,11 +312,15 @@ class Observations:
         if dense is not None:
             dense = {str(k): to_t(_numeric(v, DENSE_PREFIX + str(k), source)) for k, v in dense.items()}
             _check_dense(dense, len(fields["keypoints"]), source, fields["image_size"])
+        n = len(fields["keypoints"])
+        tracks = _names(track_ids, "track_ids", source, n, ids=True, unique=False)
+        numbers = None if frame_numbers is None else _frame_numbers(frame_numbers, tracks, source, n)
         return cls(keypoints=to_t(fields["keypoints"]), keypoint_format=fields["keypoint_format"],
                    image_size=to_t(fields["image_size"]), intrinsics=to_t(fields["intrinsics"]),
                    bbox=to_t(fields["bbox"]), frame_ids=fields["frame_ids"],
                    image_paths=fields["image_paths"], source=source,
-                   invalid_keypoints=fields["invalid_keypoints"], dense=dense)
+                   invalid_keypoints=fields["invalid_keypoints"], dense=dense,
+                   track_ids=tracks, frame_numbers=numbers)
 
 
 # ---------------------------------------------------------------- validation
@@ -370,7 +412,30 @@ def _bad_frames(mask: np.ndarray) -> str:
     return f"frames {rows[:10].tolist()}{more}"
 
 
-def _names(values, field: str, source: str, n: int, ids: bool) -> Optional[list[str]]:
+def _frame_numbers(values, tracks, source: str, n: Optional[int] = None) -> list[int]:
+    """Integer frame numbers, unique within each track."""
+    field = "frame_numbers"
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values)
+    if arr.ndim != 1 or (n is not None and len(arr) != n):
+        raise _fail(source, field, f"has shape {_shape_str(arr.shape)}, expected ({n if n is not None else 'N'},)")
+    if arr.dtype.kind == "f" and len(arr) and (not np.isfinite(arr).all() or (arr != np.round(arr)).any()):
+        raise _fail(source, field, "must hold whole numbers")
+    if len(arr) and arr.dtype.kind not in "fiu":
+        raise _fail(source, field, f"must hold integers, got dtype {arr.dtype}")
+    out = [int(v) for v in arr]
+    seen: dict[tuple, int] = {}
+    for i, (t, f) in enumerate(zip(tracks or [""] * len(out), out)):
+        if (t, f) in seen:
+            where = f" of track {t!r}" if tracks else ""
+            raise _fail(source, field, f"entries {seen[(t, f)]} and {i} are both frame {f}{where}; "
+                                       "frame numbers must be unique within a track")
+        seen[(t, f)] = i
+    return out
+
+
+def _names(values, field: str, source: str, n: int, ids: bool, unique: bool = True) -> Optional[list[str]]:
     if values is None:
         return None
     if isinstance(values, (str, bytes)):
@@ -392,7 +457,7 @@ def _names(values, field: str, source: str, n: int, ids: bool) -> Optional[list[
             if not v or "/" in v or "\\" in v:
                 raise _fail(source, field, f"entry {i} ({v!r}) must be a non-empty name without '/' or '\\'")
         seen = {}
-        for i, v in enumerate(out):
+        for i, v in enumerate(out if unique else []):
             if v in seen:
                 raise _fail(source, field, f"entries {seen[v]} and {i} are both {v!r}; frame ids must be unique")
             seen[v] = i
@@ -499,6 +564,10 @@ def save_observations(path, obs: Observations) -> Path:
             arrays[name] = numpy(getattr(obs, name))
     if obs.image_paths is not None:
         arrays["image_paths"] = np.array(obs.image_paths, dtype=str)
+    if obs.track_ids is not None:
+        arrays["track_ids"] = np.array(obs.track_ids, dtype=str)
+    if obs.frame_numbers is not None:
+        arrays["frame_numbers"] = np.array(obs.frame_numbers, dtype=np.int64)
     if obs.dense is not None:
         _check_dense(obs.dense, len(obs), src, numpy(obs.image_size))
         arrays.update({DENSE_PREFIX + k: numpy(v) for k, v in obs.dense.items()})
@@ -559,9 +628,10 @@ def load_observations(path, *, dtype: torch.dtype = torch.float32) -> Observatio
         if name not in entries:
             raise _fail(src, name, "is missing (required)")
     fmt = _string(entries, "keypoint_format", src, 0)
-    names = {n: _string(entries, n, src, 1) if n in entries else None for n in ("frame_ids", "image_paths")}
+    names = {n: _string(entries, n, src, 1) if n in entries else None
+             for n in ("frame_ids", "image_paths", "track_ids")}
     return Observations.from_arrays(
         entries["keypoints"], fmt, entries["image_size"], intrinsics=entries.get("intrinsics"),
         bbox=entries.get("bbox"), frame_ids=names["frame_ids"], image_paths=names["image_paths"],
-        source=src, dtype=dtype,
+        source=src, dtype=dtype, track_ids=names["track_ids"], frame_numbers=entries.get("frame_numbers"),
         dense={k[len(DENSE_PREFIX):]: v for k, v in entries.items() if k.startswith(DENSE_PREFIX)} or None)

@@ -40,6 +40,17 @@ Two optional extensions, both used by learned pose priors:
   see the decoded pose in ``batch.params['body_pose']`` and the code itself in
   ``batch.params['pose_latent']``.
 
+*Temporal terms.* A term that reads several frames at once (smoothness,
+optical flow) sets ``temporal = True``. It runs only in the sequence stages
+of a recipe with a ``sequence:`` section (:mod:`fitkit.fitting.sequence`):
+there a solver's sample is a *chunk* of C consecutive frames of one track,
+padded to T slots; every term's batch holds the C*T frames of its chunks
+(row-major: chunk, then slot) and ``batch.sequence`` (a
+:class:`SequenceGrid`) says which slot holds which frame. Per-frame terms
+return (C*T, R) as always; a temporal term returns (C, R) residuals (or a
+(C,) energy) per chunk and must ignore padded slots and pairs that are not
+consecutive (``batch.sequence.valid`` / ``pairs``).
+
 Rules for ``residuals`` (the Levenberg–Marquardt solver differentiates it in
 forward mode with :mod:`torch.func`): use only torch operations on the batch's
 tensors, no in-place updates of inputs, no ``.item()`` and no Python branching
@@ -53,7 +64,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
-__all__ = ["Needs", "SetupContext", "Batch", "Term", "PoseLatent", "register_term", "get_term_class",
+__all__ = ["Needs", "SetupContext", "Batch", "SequenceGrid", "Term", "PoseLatent", "register_term", "get_term_class",
            "registered_terms", "LATENT_KEY"]
 
 #: Key of the pose latent in :attr:`Batch.params` while a stage optimizes one.
@@ -107,6 +118,36 @@ class SetupContext:
 
 
 @dataclass
+class SequenceGrid:
+    """How the frames of a sequence stage's batch are laid out: C chunks of T slots.
+
+    Attributes:
+        frames: (C, T) long, the row (of the fit's N frames) in each slot. A
+            padded slot (a chunk shorter than T) repeats its chunk's last frame.
+        valid: (C, T) bool, True where the slot holds a frame of the chunk.
+        pairs: (C, T-1) bool, True where slots t and t+1 are both valid, i.e.
+            two consecutive frames of one track (tracks are split at gaps in
+            their frame numbers before chunking, so neighbours are consecutive).
+    """
+
+    frames: torch.Tensor
+    valid: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.frames.shape[0]), int(self.frames.shape[1])
+
+    @property
+    def pairs(self) -> torch.Tensor:
+        return self.valid[:, :-1] & self.valid[:, 1:]
+
+    def grid(self, per_frame: torch.Tensor) -> torch.Tensor:
+        """(C*T, ...) per-frame values of the batch -> (C, T, ...)."""
+        C, T = self.shape
+        return per_frame.reshape(C, T, *per_frame.shape[1:])
+
+
+@dataclass
 class Batch:
     """What :meth:`Term.residuals` sees: the B active samples of one evaluation.
 
@@ -122,6 +163,8 @@ class Batch:
             mode; crop size / box size in crop mode).
         keypoints, joints, vertices: (B, P, 3) posed model points in camera
             coordinates (meters), for the outputs declared in :class:`Needs`.
+        sequence: in a sequence stage, the layout of the B = C*T frames in
+            chunks (:class:`SequenceGrid`); None in a per-frame stage.
     """
 
     index: torch.Tensor
@@ -132,6 +175,7 @@ class Batch:
     keypoints: torch.Tensor | None = None
     joints: torch.Tensor | None = None
     vertices: torch.Tensor | None = None
+    sequence: SequenceGrid | None = None
 
     def rows(self, per_sample: torch.Tensor) -> torch.Tensor:
         """Select this batch's rows of an (N, ...) per-sample tensor."""
@@ -173,12 +217,15 @@ class Term:
             forward-mode passes instead of one per parameter. Leave None if unsure.
         least_squares: False for a term that implements :meth:`energy` only
             (not usable with Levenberg–Marquardt).
+        temporal: True for a term that couples the frames of a chunk (see the
+            module docstring); it returns one row per chunk, not per frame.
     """
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "data"
     pointwise: ClassVar[str | None] = None
     least_squares: ClassVar[bool] = True
+    temporal: ClassVar[bool] = False
 
     def needs(self) -> Needs:
         """The model outputs :meth:`residuals` reads (default: none)."""
@@ -193,7 +240,8 @@ class Term:
         return None
 
     def residuals(self, batch: Batch) -> torch.Tensor:
-        """(B, R) unweighted residuals; the energy is their sum of squares."""
+        """(B, R) unweighted residuals ((C, R) for a temporal term); the energy is
+        their sum of squares."""
         raise NotImplementedError
 
     def energy(self, batch: Batch) -> torch.Tensor:
