@@ -108,7 +108,8 @@ def _add_fit_parser(sub) -> None:
     p.add_argument("--output", required=True, metavar="OUT", help="output folder (created)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to fit (default auto: CUDA when available)")
-    p.add_argument("--batch-size", type=int, default=1024, help="frames fitted together (default 1024)")
+    p.add_argument("--batch-size", type=int, default=1024,
+                   help="frames fitted together (default 1024); recipes with sequence stages keep tracks whole")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe entry, e.g. terms.pose.path=/data/gmm_08.pkl or "
                         "stages.1.solver.iterations=50 (repeatable)")
@@ -121,6 +122,10 @@ def _add_fit_parser(sub) -> None:
     p.add_argument("--keypoint-format", help="format of a .npy keypoint array (body25, coco25, blazepose33)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"),
                    help="image size for inputs that do not carry it (OpenPose folders, .npy arrays)")
+    p.add_argument("--flow", metavar="DIR|dis|farneback",
+                   help="forward optical flow for the flow terms: a folder of <frame_id>.flo / .npy files "
+                        "(frame to the next frame of its track; a missing file skips that pair), or dis / "
+                        "farneback to compute it with OpenCV from the observations' image_paths")
     p.add_argument("--meshes", action="store_true", help="also write OUT/meshes/<frame>.obj")
     p.add_argument("--overlays", action="store_true",
                    help="also write OUT/overlays/<frame>.png: observed and fitted keypoints and the projected mesh")
@@ -149,7 +154,8 @@ def _add_demo_parser(sub) -> None:
                     "of the open pose data, noisy keypoints with dropouts, a perturbed initialization), fit "
                     "it, and print MPJPE, PA-MPJPE (mm), the mean 2D keypoint error (px) before and after, "
                     "and the fit time.")
-    p.add_argument("--frames", type=int, default=16, help="number of synthetic frames (default 16)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="number of synthetic frames (default 16; with --video 48 consecutive frames)")
     p.add_argument("--recipe", default="demo", help="recipe file or shipped name (default demo)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe entry (repeatable)")
     p.add_argument("--prior", choices=list(PRIOR_NAMES),
@@ -161,7 +167,20 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--noise-px", type=float, default=2.0, help="keypoint noise std in pixels (default 2)")
     p.add_argument("--dropout", type=float, default=0.1, help="fraction of dropped keypoints (default 0.1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=None, help="folder for the first frame's fitted and true meshes (.obj)")
+    p.add_argument("--output", default=None,
+                   help="folder for the first frame's fitted and true meshes (.obj); with --video for the "
+                        "overlay video (default with --video: video_demo)")
+    v = p.add_argument_group("video (--video)")
+    v.add_argument("--video", action="store_true",
+                   help="fit a synthetic video of a held-out motion per frame, with temporal terms, and with "
+                        "temporal and optical-flow terms; print the table with the acceleration error and "
+                        "write an overlay video")
+    v.add_argument("--clip", default="punch",
+                   help="held-out clip: punch (default), run, spin, dance_b, turn_left1")
+    v.add_argument("--flow", choices=["dis", "gt"], default="dis",
+                   help="flow cue: OpenCV DIS on the rendered frames (default) or the geometric ground truth")
+    v.add_argument("--video-recipe", default="video_flow", help="sequence recipe (default video_flow)")
+    v.add_argument("--format", choices=["gif", "mp4"], default="gif", help="overlay video format (default gif)")
     p.add_argument("--json", metavar="PATH",
                    help='write {"before": {mpjpe, pa_mpjpe, err2d_px}, "after": {...}, "seconds": ...}')
 
@@ -178,9 +197,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.command in ("demo", "fit", "compare"):
-        from fitkit.commands import demo, fit
+        from fitkit.commands import demo, demo_video, fit
         from fitkit.eval import compare
         command = {"demo": demo, "fit": fit, "compare": compare}[args.command]
+        if args.command == "demo":
+            video = args.video
+            if args.frames is None:
+                args.frames = 48 if video else 16
+            if video:
+                command = demo_video
+                args.output = args.output or "video_demo"
         try:
             summary = command.run(args)
         except (FitkitError, ValueError, OSError) as exc:

@@ -50,11 +50,35 @@ class Progress:
             self.bar.close()
 
 
-def _cat(parts: list[dict]) -> dict:
+def _assemble(parts: list[tuple[np.ndarray, dict]], n: int) -> dict:
+    """Per-batch arrays (rows ``idx``) -> arrays of all n frames in the observations' order."""
     out = {}
-    for k in parts[0]:
-        out[k] = np.concatenate([p[k] for p in parts], axis=0)
+    for k, v in parts[0][1].items():
+        out[k] = np.empty((n,) + v.shape[1:], dtype=v.dtype)
+    for idx, arrays in parts:
+        for k, v in arrays.items():
+            out[k][idx] = v
     return out
+
+
+def frame_batches(obs, recipe, batch_size: int) -> list[np.ndarray]:
+    """Row sets fitted together: runs of ``batch_size`` frames; with sequence stages whole
+    tracks, packed greedily up to ``batch_size`` frames (a longer track is one batch:
+    sequence stages chunk it themselves)."""
+    n = len(obs)
+    if not any(st.sequence for st in recipe.stages):
+        return [np.arange(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+    tracks: dict[str, list[int]] = {}
+    for row, t in enumerate(obs.track_ids or [""] * n):
+        tracks.setdefault(t, []).append(row)
+    batches, current = [], []
+    for rows in tracks.values():
+        if current and len(current) + len(rows) > batch_size:
+            batches.append(np.array(current))
+            current = []
+        current = current + rows
+    batches.append(np.array(current))
+    return batches
 
 
 def run(args) -> dict:
@@ -76,6 +100,8 @@ def run(args) -> dict:
     if args.keypoint_format:
         reader_args["keypoint_format"] = args.keypoint_format
     obs = read_keypoints(args.input, **reader_args)
+    if getattr(args, "flow", None):
+        obs = _attach_flow(obs, args.flow, recipe)
     N = len(obs)
     init = None
     if args.init:
@@ -93,9 +119,8 @@ def run(args) -> dict:
     stamp = _chunk_stamp(recipe, model, args)
     stage_names = [st.name for st in recipe.stages]
     try:
-        for start in range(0, N, bs):
-            idx = np.arange(start, min(N, start + bs))
-            chunk_path = chunk_dir / f"frames_{start:08d}_{idx[-1]:08d}.npz"
+        for idx in frame_batches(obs, recipe, bs):
+            chunk_path = chunk_dir / f"frames_{idx[0]:08d}_{idx[-1]:08d}.npz"
             arrays = _load_chunk(chunk_path, stamp, [obs.frame_ids[i] for i in idx]) if args.resume else None
             if arrays is None:
                 arrays = _fit_chunk(model, obs, idx, init, recipe, device, progress, args)
@@ -104,11 +129,11 @@ def run(args) -> dict:
                             stamp=stamp)
             else:
                 arrays.pop("frame_ids")
-            parts.append(arrays)
+            parts.append((idx, arrays))
             progress.done(len(idx))
     finally:
         progress.close()
-    arrays = _cat(parts)
+    arrays = _assemble(parts, N)
     arrays["frame_ids"] = np.array(obs.frame_ids, dtype=str)
     result_path = save_result(out_dir / "result.npz", arrays, keypoint_format=obs.keypoint_format,
                               body_model=model.name, gender=model.gender, recipe_name=recipe.name,
@@ -132,10 +157,48 @@ def run(args) -> dict:
     return summary
 
 
+def _attach_flow(obs, flow: str, recipe):
+    """The observations with their forward optical flow: read from a folder of
+    ``<frame_id>.flo``/``.npy`` files, or computed (``dis``, ``farneback``) from ``image_paths``."""
+    from fitkit.io.optical_flow import add_flow, compute_flow, read_flow_files
+
+    if flow in ("dis", "farneback"):
+        paths = obs.image_paths or []
+        missing = [obs.frame_ids[i] for i, p in enumerate(paths) if not p] if paths else list(obs.frame_ids)
+        if missing:
+            raise FitkitError(f"{obs.source}: --flow {flow} computes the flow from the images, but frames "
+                              f"{missing[:5]} have no image path (field 'image_paths')")
+        from PIL import Image
+
+        fields = np.full(tuple(obs.keypoints.shape[:1]) + (int(obs.image_size[0, 1]), int(obs.image_size[0, 0]), 2),
+                         np.nan, dtype=np.float32)
+        for seg_rows in _segments_rows(obs):
+            frames = []
+            for r in seg_rows:
+                try:
+                    frames.append(np.asarray(Image.open(paths[r]).convert("RGB")))
+                except OSError as exc:
+                    raise FitkitError(f"{paths[r]}: cannot read the image of frame {obs.frame_ids[r]!r}: {exc}") from None
+            if len(frames) > 1:
+                fields[list(seg_rows)] = compute_flow(np.stack(frames), method=flow)
+        return add_flow(obs, fields)
+    fields, missing = read_flow_files(flow, obs.frame_ids, tuple(int(v) for v in obs.image_size[0].tolist()))
+    if missing:
+        print(f"fitkit fit: no flow file for {len(missing)} frame(s) (e.g. {missing[:3]}); the flow terms "
+              "skip those frame pairs", file=sys.stderr)
+    return add_flow(obs, fields)
+
+
+def _segments_rows(obs):
+    from fitkit.fitting.sequence import split_segments
+
+    return [seg.rows for seg in split_segments(obs)]
+
+
 def _chunk_stamp(recipe, model, args) -> str:
     """What a saved chunk must have been fitted with to be reused by --resume."""
     return "\n".join([recipe.to_yaml(), model.name, model.gender, str(args.input), str(args.init),
-                      str(int(args.batch_size))])
+                      str(int(args.batch_size)), str(getattr(args, "flow", None))])
 
 
 def _load_chunk(path: Path, stamp: str, frame_ids: list[str]) -> dict | None:
