@@ -27,6 +27,7 @@ setup(
         "tqdm>=4.60",
         "scikit-learn>=1.2",
         "zuko>=1.1",
+        "pillow>=9",  # GIF overlays (fitkit demo --video), reading images for --flow dis
     ],
     extras_require={
         # Only needed to rebuild the committed open body (tools/build_open_body.py).

@@ -1,7 +1,6 @@
 """Sequence stages: segments, chunks, stitching, shared shape, temporal terms."""
 import numpy as np
 import pytest
-import roma
 import torch
 import yaml
 
@@ -146,7 +145,7 @@ def _keypoint_video(model, T=30, tracks=1, noise_px=2.0, seed=0):
     clip = data.clip_names.index("humanoid3d_punch")
     pose = torch.tensor(data.body_pose[(data.clip == clip) & ~data.mirrored][:T], dtype=torch.float32)
     g = torch.Generator().manual_seed(seed)
-    gts, kps = [], []
+    gts = []
     W = H = 256
     f = default_focal(W, H)
     K = make_intrinsics(f, f, W / 2 - 0.5, H / 2 - 0.5).expand(T * tracks, 3, 3)
@@ -220,3 +219,10 @@ def test_a_frame_without_keypoints_is_filled_in_by_the_motion():
     others = torch.cat([err[:6], err[7:]])
     # nothing observed frame 6, yet its pose is about as good as its observed neighbours'
     assert float(err[6]) < 1.5 * float(others.median()) and float(err[6]) < 0.1
+
+
+def test_stitch_keeps_single_chunk_frames_exactly():
+    # (pi, 0, 0) and (3.2, 0, 0) are valid axis-angle values a canonical round trip would change
+    rot = torch.tensor([[np.pi, 0, 0], [3.2, 0, 0], [0.1, 0.2, 0.3], [0, 0, 0]], dtype=torch.float64)
+    out = stitch({"global_orient": rot}, plan_chunks(_obs(4), 4, 0))["global_orient"]
+    assert torch.equal(out, rot)

@@ -9,9 +9,10 @@ import torch
 
 from fitkit.camera import project
 from fitkit.errors import ParameterError
-from fitkit.eval.video import _gt_flow, make_synthetic_video, overlay_video, video_clips
+from fitkit.eval.video import make_synthetic_video, overlay_video, video_clips
 from fitkit.io.optical_flow import compute_flow
 from fitkit.render.rasterizer import rasterize
+from fitkit.terms.flow import gt_flow
 from fitkit.viz.video import side_by_side, write_video
 
 F64 = torch.float64
@@ -263,7 +264,7 @@ def test_gt_flow_of_a_translation_parallel_to_the_image_plane(model):
                  torch.tensor([[0.0, 0.25, 4.0]]), vertices="all").vertices[0].double()
     step = torch.tensor([0.03, -0.02, 0.0], dtype=F64)
     verts = torch.stack([body, body + step, body + 2 * step])
-    flow = _gt_flow(verts, model.faces, K, (h, w)).numpy()
+    flow = gt_flow(verts, model.faces, K, (h, w)).numpy()
     assert flow.shape == (3, h, w, 2) and np.isnan(flow[2]).all()
     frags = rasterize(verts, model.faces, K[None].expand(3, 3, 3), (h, w))
     mask = frags.mask.numpy()[:2]

@@ -44,13 +44,13 @@ same video):
    betas zero (mean shape). Independent per-frame noise makes the
    initialization jitter in time, which temporal terms should smooth.
 
-Ground-truth flow (``gt_flow``): frame t is rasterized; each covered pixel's
-surface point is given by the winning face and its *screen-space*
-barycentrics (the rasterizer's perspective-correct ``b_i`` reweighted to
-``b_i z_i / sum_j b_j z_j``) and moved to the same barycentric combination of
-frame t + 1's projected vertices; the flow is that position minus the pixel.
-It is NaN off the body and in the last frame; points that get occluded in
-frame t + 1 still get their geometric motion.
+Ground-truth flow (``gt_flow``): :func:`fitkit.terms.flow.gt_flow`. Frame t
+is rasterized; each covered pixel's surface point is given by the winning face
+and its *screen-space* barycentrics (the rasterizer's perspective-correct
+``b_i`` reweighted to ``b_i z_i / sum_j b_j z_j``) and moved to the same
+barycentric combination of frame t + 1's projected vertices; the flow is that
+position minus the pixel. It is NaN off the body and in the last frame; points
+that get occluded in frame t + 1 still get their geometric motion.
 
 Conventions: batch (frame) first, meters, radians (axis-angle), pixels with
 integer coordinates at pixel centres, OpenCV camera axes, flow ``(u, v)`` as
@@ -78,6 +78,7 @@ from fitkit.io.optical_flow import compute_flow
 from fitkit.priors.pose_data import PoseData, load_pose_data
 from fitkit.render.rasterizer import interpolate, rasterize
 from fitkit.render.shading import overlay, render_normals, shade
+from fitkit.terms.flow import gt_flow as true_flow
 
 __all__ = ["INIT_JITTER", "SyntheticVideo", "video_clips", "make_synthetic_video", "overlay_video"]
 
@@ -226,60 +227,20 @@ def _background(height: int, width: int, rng: np.random.Generator) -> np.ndarray
     return np.clip(np.rint((ramp + grey + tint) * 255), 0, 255).astype(np.uint8)
 
 
-# ---------------------------------------------------------------- rendering and ground-truth flow
-
-def _flow_from_fragments(frags, v_now: Tensor, v_next: Tensor, faces: Tensor, K: Tensor) -> Tensor:
-    """(B, H, W, 2) geometric flow of the rasterized surface from ``v_now`` to ``v_next``
-    (both (B, V, 3) camera frame), screen-space barycentrics; NaN off the surface."""
-    z = v_now[..., 2:]
-    disp = project(v_next, K) - project(v_now, K)  # (B, V, 2) per-vertex image motion
-    acc = interpolate(frags, torch.cat([z * disp, z], dim=-1), faces)  # sum_i b_i z_i (d_i, 1)
-    flow = acc[..., :2] / acc[..., 2:].clamp(min=torch.finfo(acc.dtype).tiny)
-    return torch.where(frags.mask[..., None], flow, torch.full_like(flow, float("nan")))
-
+# ---------------------------------------------------------------- rendering
 
 def _chunks(n: int):
     for s in range(0, n, _FRAME_CHUNK):
         yield slice(s, min(n, s + _FRAME_CHUNK))
 
 
-def _next_vertices(vertices: Tensor, rows: slice) -> Tensor:
-    """Frame t + 1's vertices for the frames ``rows`` (the last frame repeats itself)."""
-    idx = torch.arange(rows.start, rows.stop).add(1).clamp(max=vertices.shape[0] - 1)
-    return vertices.index_select(0, idx.to(vertices.device))
-
-
-@torch.no_grad()
-def _gt_flow(vertices: Tensor, faces: Tensor, K: Tensor, image_size: Sequence[int]) -> Tensor:
-    """Geometric forward flow of a mesh sequence (recipe in the module docstring).
-
-    Args:
-        vertices: (N, V, 3) camera frame, meters, consecutive frames.
-        faces: (F, 3) long.
-        K: (3, 3) or (N, 3, 3) intrinsics, pixels.
-        image_size: (H, W) pixels.
-    Returns:
-        (N, H, W, 2) flow in pixels, vertices' dtype; NaN off the mesh and in frame N - 1.
-    """
-    n = vertices.shape[0]
-    K = K.to(vertices).expand(n, 3, 3) if K.dim() == 2 else K.to(vertices)
-    out = []
-    for rows in _chunks(n):
-        frags = rasterize(vertices[rows], faces, K[rows], tuple(image_size))
-        out.append(_flow_from_fragments(frags, vertices[rows], _next_vertices(vertices, rows), faces, K[rows]))
-    flow = torch.cat(out)
-    flow[-1] = float("nan")
-    return flow
-
-
 @torch.no_grad()
 def _render(vertices: Tensor, faces: Tensor, K: Tensor, image_size: Sequence[int], colors: Tensor,
-            background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Shaded textured frames over ``background`` and their geometric flow, one rasterization
-    per frame. Returns (images (N, H, W, 3) uint8, flow (N, H, W, 2) float32)."""
+            background: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 shaded textured frames over ``background``."""
     n = vertices.shape[0]
     bg = torch.from_numpy(background).to(vertices.device, vertices.dtype) / 255.0
-    images, flows = [], []
+    images = []
     for rows in _chunks(n):
         v = vertices[rows]
         frags = rasterize(v, faces, K[rows], tuple(image_size))
@@ -288,11 +249,7 @@ def _render(vertices: Tensor, faces: Tensor, K: Tensor, image_size: Sequence[int
         lit = shade(normals, frags.mask, (0.0, -0.3, -1.0), ambient=0.4, albedo=albedo).clamp(0, 1)
         frame = torch.where(frags.mask[..., None], lit, bg)
         images.append((frame * 255).round().to(torch.uint8).cpu().numpy())
-        flows.append(_flow_from_fragments(frags, v, _next_vertices(vertices, rows), faces, K[rows])
-                     .float().cpu().numpy())
-    flow = np.concatenate(flows)
-    flow[-1] = np.nan
-    return np.concatenate(images), flow
+    return np.concatenate(images)
 
 
 # ---------------------------------------------------------------- keypoints and initialization
@@ -437,7 +394,9 @@ def make_synthetic_video(model, *, clip: str = "punch", frames: int = 48, start:
     colors = _procedural_colors(model(put(torch.zeros(1, 3)), put(torch.zeros(1, 69)), put(shape[None]),
                                       vertices="all").vertices[0], g)
     background = _background(h, w, np.random.default_rng(int(seed)))
-    images, gt_flow = _render(out.vertices, model.faces.to(dev), put(K), (h, w), colors, background)
+    faces = model.faces.to(dev)
+    images = _render(out.vertices, faces, put(K), (h, w), colors, background)
+    gt_flow = true_flow(out.vertices, faces, put(K), (h, w)).float().cpu().numpy()
 
     observed = _noisy_keypoints(clean, noise_px, dropout, g)
     init = _jittered(gt, jitter, model.num_betas, g)

@@ -21,7 +21,8 @@ by one. How the N frames of the observations are organised:
    mean of the chunks that hold it: weights ramp linearly across an overlap
    (1 inside a chunk, down to 1/(overlap+1) at its overlapped ends), rotations
    are averaged as sign-aligned quaternions and renormalised, translations
-   linearly. Frames seen by one chunk take its values exactly.
+   linearly. Frames seen by one chunk take its values exactly (rotations
+   included, as the same axis-angle vectors).
 5. **Shape consensus.** When a sequence stage frees ``betas``, each chunk
    optimizes its own copy; a track's shape is then the frame-count weighted
    mean of its chunks' copies, and the chunks of tracks that span more than
@@ -234,7 +235,11 @@ def stitch(chunk_params: Mapping[str, torch.Tensor], plan: ChunkPlan) -> dict[st
             sign = torch.where(sign == 0, torch.ones_like(sign), sign)
             acc = torch.zeros_like(ref).index_add_(0, flat_frames, q * sign * wv[:, None, None])
             acc = acc / acc.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-            out[name] = roma.unitquat_to_rotvec(acc).reshape(plan.num_frames, -1)
+            blended = roma.unitquat_to_rotvec(acc).reshape(plan.num_frames, -1)
+            # a frame held by one slot keeps that slot's axis-angle exactly (not its canonical form)
+            ref_value = torch.zeros_like(blended)
+            ref_value[flat_frames[is_ref]] = value[is_ref]
+            out[name] = torch.where((best >= 1 - 1e-9)[:, None], ref_value, blended)
         else:
             acc = torch.zeros(plan.num_frames, *value.shape[1:], dtype=value.dtype, device=value.device)
             out[name] = acc.index_add_(0, flat_frames, value * wv.view(-1, *([1] * (value.dim() - 1))))

@@ -124,6 +124,12 @@ def gt_flow(vertices: Tensor, faces: Tensor, K: Tensor, hw) -> Tensor:
     hundredths of a pixel for body triangles.) Points visible at i that are
     hidden at i+1 still get their motion, as a real flow estimate would.
 
+    It is computed as the interpolated per-vertex image motion,
+    ``sum_k s_k (pi_{i+1}(X_{i+1,k}) - pi_i(X_{i,k}))`` (equal, since
+    ``sum_k s_k pi_i(X_{i,k}) = x``): no cancellation against the pixel
+    coordinates, so a part of the body that does not move gets exactly 0, and
+    float32 rounding stays below 1e-4 px at image sizes of a few hundred pixels.
+
     Args:
         vertices: (N, V, 3) camera-frame vertices of N consecutive frames of one
             mesh (meters).
@@ -143,17 +149,16 @@ def gt_flow(vertices: Tensor, faces: Tensor, K: Tensor, hw) -> Tensor:
     K = _per_frame_K(K, n, vertices)
     faces = faces.to(vertices.device)
     out = vertices.new_full((n, h, w, 2), float("nan"))
-    pix = _pixel_grid(h, w, 1, vertices)
     step = max(1, _PIXELS_PER_CHUNK // (h * w))
     for lo in range(0, n - 1, step):
         cur = slice(lo, min(n - 1, lo + step))
         nxt = slice(cur.start + 1, cur.stop + 1)
         frags = rasterize(vertices[cur], faces, K[cur], (h, w))
-        q_next = project(vertices[nxt], K[nxt])
+        motion = project(vertices[nxt], K[nxt]) - project(vertices[cur], K[cur])  # (B, V, 2) per vertex
         z = vertices[cur][..., 2:]
-        acc = interpolate(frags, torch.cat([z * q_next, z], dim=-1), faces)  # sum b_k z_k (q'_k, 1)
-        target = acc[..., :2] / acc[..., 2:].clamp(min=torch.finfo(acc.dtype).tiny)
-        out[cur] = torch.where(frags.mask[..., None], target - pix, out[cur])
+        acc = interpolate(frags, torch.cat([z * motion, z], dim=-1), faces)  # sum b_k z_k (d_k, 1)
+        flow = acc[..., :2] / acc[..., 2:].clamp(min=torch.finfo(acc.dtype).tiny)
+        out[cur] = torch.where(frags.mask[..., None], flow, out[cur])
     return out
 
 
