@@ -8,17 +8,15 @@ video nor a stray temporary file (an existing file at the path is kept).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from fitkit.errors import ParameterError
-from fitkit.io.atomic import _umask, atomic_write
+from fitkit.io.atomic import atomic_path, atomic_write
 
 __all__ = ["VIDEO_SUFFIXES", "write_video", "side_by_side"]
 
@@ -84,24 +82,6 @@ def _write_gif(path: Path, video: np.ndarray, fps: float) -> None:
                        loop=0, optimize=False)
 
 
-@contextlib.contextmanager
-def _temporary_beside(path: Path):
-    """A closed temporary file ``.<name>.<random>.<suffix>`` beside ``path`` (the suffix kept, so
-    writers that choose the container by name work); renamed over ``path`` on success, removed
-    on any exception."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
 def _even(video: np.ndarray) -> np.ndarray:
     """Pad (T, H, W, 3) to even H and W by repeating the last row / column (MPEG-4 needs even
     sizes; OpenCV would otherwise crop the odd row / column away)."""
@@ -116,7 +96,7 @@ def _write_mp4(path: Path, video: np.ndarray, fps: float) -> None:
 
     video = _even(video)
     t, h, w = video.shape[:3]
-    with _temporary_beside(path) as tmp:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
         try:
             if not writer.isOpened():
