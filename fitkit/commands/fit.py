@@ -160,6 +160,7 @@ def run(args) -> dict:
 def _attach_flow(obs, flow: str, recipe):
     """The observations with their forward optical flow: read from a folder of
     ``<frame_id>.flo``/``.npy`` files, or computed (``dis``, ``farneback``) from ``image_paths``."""
+    from fitkit.fitting.sequence import split_segments
     from fitkit.io.optical_flow import add_flow, compute_flow, read_flow_files
 
     if flow in ("dis", "farneback"):
@@ -172,27 +173,21 @@ def _attach_flow(obs, flow: str, recipe):
 
         fields = np.full(tuple(obs.keypoints.shape[:1]) + (int(obs.image_size[0, 1]), int(obs.image_size[0, 0]), 2),
                          np.nan, dtype=np.float32)
-        for seg_rows in _segments_rows(obs):
+        for seg in split_segments(obs):
             frames = []
-            for r in seg_rows:
+            for r in seg.rows:
                 try:
                     frames.append(np.asarray(Image.open(paths[r]).convert("RGB")))
                 except OSError as exc:
                     raise FitkitError(f"{paths[r]}: cannot read the image of frame {obs.frame_ids[r]!r}: {exc}") from None
             if len(frames) > 1:
-                fields[list(seg_rows)] = compute_flow(np.stack(frames), method=flow)
+                fields[list(seg.rows)] = compute_flow(np.stack(frames), method=flow)
         return add_flow(obs, fields)
     fields, missing = read_flow_files(flow, obs.frame_ids, tuple(int(v) for v in obs.image_size[0].tolist()))
     if missing:
         print(f"fitkit fit: no flow file for {len(missing)} frame(s) (e.g. {missing[:3]}); the flow terms "
               "skip those frame pairs", file=sys.stderr)
     return add_flow(obs, fields)
-
-
-def _segments_rows(obs):
-    from fitkit.fitting.sequence import split_segments
-
-    return [seg.rows for seg in split_segments(obs)]
 
 
 def _chunk_stamp(recipe, model, args) -> str:

@@ -359,21 +359,21 @@ class SequenceObjective(Objective):
             batches.append(b)
         return batches
 
-    def _per_chunk(self, term, value: torch.Tensor, grid: SequenceGrid, energy: bool) -> torch.Tensor:
+    @staticmethod
+    def _chunk_residuals(term, r: torch.Tensor, grid: SequenceGrid) -> torch.Tensor:
+        """A term's residuals as one row per chunk: a per-frame term's (C*T, R), zeroed on
+        padded slots, become (C, T*R); a temporal term's (C, R) pass through."""
         if term.temporal:
-            return value
+            return r
         C, T = grid.shape
-        mask = grid.valid.reshape(-1).to(value.dtype)
-        if energy:  # (C*T,) -> (C,)
-            return (value * mask).reshape(C, T).sum(dim=1)
-        return (value * mask[:, None]).reshape(C, -1)
+        return (r * grid.valid.reshape(-1, 1).to(r.dtype)).reshape(C, -1)
 
     def term_residuals(self, x: torch.Tensor, index: torch.Tensor) -> list[torch.Tensor]:
         if not self.least_squares:
             raise ValueError(f"terms {self.energy_only_terms()} define an energy, not residuals")
         out = []
         for b, wt, s in zip(self._batches(x, index), self.terms, self._sqrt_w):
-            out.append(s * self._per_chunk(wt.term, wt.term.residuals(b), b.sequence, energy=False))
+            out.append(s * self._chunk_residuals(wt.term, wt.term.residuals(b), b.sequence))
         return out
 
     def _slot_energies(self, x: torch.Tensor, index: torch.Tensor) -> list[torch.Tensor]:
