@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fitkit.errors import FitkitError, ObservationError, ObservationWarning
+from fitkit.body.keypoint_formats import get_format
 from fitkit.io.observations import SCHEMA, Observations, load_observations, save_observations
 
 
@@ -360,3 +361,27 @@ def test_dense_cues_must_sit_on_the_image_grid():
         Observations.from_arrays(kp, "body25", (8, 6), dense={"iuv": np.zeros((1, 6, 8, 3))})
     with pytest.raises(ObservationError, match=r"field 'dense_iuv' must be a floating-point \(N, H, W, C\)"):
         Observations.from_arrays(kp, "body25", (8, 6), dense={"iuv": np.zeros((2, 6, 8))})
+
+
+# ---------------------------------------------------------------- 3D keypoints
+
+def test_keypoints3d_round_trip_subset_and_errors(tmp_path):
+    n, k = 3, get_format("body25").num_keypoints
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([rng.uniform(0, 100, (n, k, 2)), np.ones((n, k, 1))], -1)
+    k3 = np.concatenate([rng.normal(size=(n, k, 3)), rng.uniform(0, 1, (n, k, 1))], -1)
+    k3[1, 4, 2] = np.nan
+    with pytest.warns(ObservationWarning, match="keypoints3d"):
+        obs = Observations.from_arrays(kp, "body25", (100, 100), keypoints3d=k3)
+    assert obs.keypoints3d.shape == (n, k, 4)
+    assert torch.equal(obs.keypoints3d[1, 4], torch.zeros(4))          # NaN row -> not observed
+    assert torch.allclose(obs.subset([2]).keypoints3d[0], torch.as_tensor(k3[2], dtype=torch.float32))
+    path = save_observations(tmp_path / "obs.npz", obs)
+    back = load_observations(path)
+    assert torch.equal(back.keypoints3d, obs.keypoints3d)
+    with pytest.raises(ObservationError, match=r"keypoints3d.*\(3, 25, 4\)"):
+        Observations.from_arrays(kp, "body25", (100, 100), keypoints3d=k3[:, :, :3])
+    bad = np.nan_to_num(k3)
+    bad[0, 0, 3] = 2.0
+    with pytest.raises(ObservationError, match="keypoints3d.*confidence"):
+        Observations.from_arrays(kp, "body25", (100, 100), keypoints3d=bad)

@@ -58,7 +58,8 @@ SCHEMA = "fitkit.observations/1"
 
 #: Entries a ``fitkit.observations/1`` file may hold.
 REQUIRED_ENTRIES = ("schema", "keypoints", "keypoint_format", "image_size")
-OPTIONAL_ENTRIES = ("intrinsics", "bbox", "frame_ids", "image_paths", "track_ids", "frame_numbers")
+OPTIONAL_ENTRIES = ("intrinsics", "bbox", "frame_ids", "image_paths", "track_ids", "frame_numbers",
+                    "keypoints3d")
 #: File entries ``dense_<name>`` hold the dense cue ``<name>`` (see :attr:`Observations.dense`).
 DENSE_PREFIX = "dense_"
 
@@ -114,6 +115,11 @@ class Observations:
             same size), e.g. ``'iuv'`` (C = 3: DensePose part index 0-24, U, V)
             or ``'displacements'`` (C = 2, pixels); NaN marks pixels without a
             value. None when there are none.
+        keypoints3d: (N, K, 4) float or None: the same K keypoints in 3D, x, y,
+            z in meters in camera-aligned axes (x right, y down, z forward; a
+            root-centred origin is fine), and a confidence in [0, 1] (0 = not
+            observed), e.g. MediaPipe's world landmarks or a lifting network's
+            output. Read by the ``smplr`` initializer.
 
     Instances compare by identity (``eq=False``): tensors have no single truth value.
         invalid_keypoints: how many NaN/inf keypoints were turned into
@@ -134,6 +140,7 @@ class Observations:
     dense: Optional[dict] = None
     track_ids: Optional[list[str]] = None
     frame_numbers: Optional[list[int]] = None
+    keypoints3d: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         src = self.source
@@ -163,6 +170,14 @@ class Observations:
                                        f"(N={n} frames from 'keypoints')")
         if self.dense is not None:
             _check_dense(self.dense, n, src)
+        k3 = self.keypoints3d
+        if k3 is not None:
+            if not isinstance(k3, torch.Tensor) or not k3.is_floating_point():
+                raise _fail(src, "keypoints3d", f"must be a floating-point tensor of shape (N, {k}, 4), "
+                                                f"got {type(k3).__name__}")
+            if tuple(k3.shape) != (n, k, 4):
+                raise _fail(src, "keypoints3d", f"has shape {_shape_str(k3.shape)}, expected ({n}, {k}, 4) "
+                                                f"(the keypoints' N and K; x, y, z, confidence)")
         if self.frame_ids is None:
             self.frame_ids = default_frame_ids(n)
         for name in ("frame_ids", "image_paths", "track_ids", "frame_numbers"):
@@ -214,7 +229,7 @@ class Observations:
 
         return dataclasses.replace(
             self, keypoints=move(self.keypoints), image_size=move(self.image_size),
-            intrinsics=move(self.intrinsics), bbox=move(self.bbox),
+            intrinsics=move(self.intrinsics), bbox=move(self.bbox), keypoints3d=move(self.keypoints3d),
             dense=None if self.dense is None else {k: move(v) for k, v in self.dense.items()},
             frame_ids=list(self.frame_ids),
             image_paths=None if self.image_paths is None else list(self.image_paths),
@@ -249,7 +264,7 @@ class Observations:
 
         return dataclasses.replace(
             self, keypoints=pick(self.keypoints), image_size=pick(self.image_size),
-            intrinsics=pick(self.intrinsics), bbox=pick(self.bbox),
+            intrinsics=pick(self.intrinsics), bbox=pick(self.bbox), keypoints3d=pick(self.keypoints3d),
             dense=None if self.dense is None else {k: pick(v) for k, v in self.dense.items()},
             frame_ids=[self.frame_ids[r] for r in rows],
             image_paths=None if self.image_paths is None else [self.image_paths[r] for r in rows],
@@ -284,7 +299,8 @@ class Observations:
                     frame_ids: Optional[Sequence[str]] = None, image_paths: Optional[Sequence[str]] = None,
                     source: str = "<arrays>", dtype: torch.dtype = torch.float32,
                     dense: Optional[dict] = None, track_ids: Optional[Sequence[str]] = None,
-                    frame_numbers: Optional[Sequence[int]] = None) -> "Observations":
+                    frame_numbers: Optional[Sequence[int]] = None,
+                    keypoints3d=None) -> "Observations":
         """Validate numpy arrays or tensors and build :class:`Observations` on the CPU.
 
         Args:
@@ -302,6 +318,9 @@ class Observations:
                 frame's image_size must be (W, H)); NaN allowed (no value).
             track_ids: N track names (non-empty strings; ints are converted), or None.
             frame_numbers: N integer time indices, unique within each track, or None.
+            keypoints3d: None or (N, K, 4) x, y, z (meters, camera-aligned axes),
+                confidence in [0, 1]; rows with NaN/inf are set to
+                (0, 0, 0, 0) like 2D keypoints (counted in the warning).
         Raises:
             ObservationError: see the module docstring. NaN/inf keypoints are
             repaired with an ObservationWarning instead.
@@ -315,15 +334,35 @@ class Observations:
         n = len(fields["keypoints"])
         tracks = _names(track_ids, "track_ids", source, n, ids=True, unique=False)
         numbers = None if frame_numbers is None else _frame_numbers(frame_numbers, tracks, source, n)
+        k3 = None if keypoints3d is None else _keypoints3d(keypoints3d, fields["keypoints"].shape, source)
         return cls(keypoints=to_t(fields["keypoints"]), keypoint_format=fields["keypoint_format"],
                    image_size=to_t(fields["image_size"]), intrinsics=to_t(fields["intrinsics"]),
                    bbox=to_t(fields["bbox"]), frame_ids=fields["frame_ids"],
                    image_paths=fields["image_paths"], source=source,
                    invalid_keypoints=fields["invalid_keypoints"], dense=dense,
-                   track_ids=tracks, frame_numbers=numbers)
+                   track_ids=tracks, frame_numbers=numbers, keypoints3d=to_t(k3))
 
 
 # ---------------------------------------------------------------- validation
+
+def _keypoints3d(value, kp_shape, source: str) -> np.ndarray:
+    """(N, K, 4) float64 3D keypoints, checked; NaN/inf rows become "not observed" with a warning."""
+    arr = _numeric(value, "keypoints3d", source)
+    n, k = kp_shape[0], kp_shape[1]
+    if arr.shape != (n, k, 4):
+        raise _fail(source, "keypoints3d", f"has shape {_shape_str(arr.shape)}, expected ({n}, {k}, 4) "
+                                           f"(the keypoints' N and K; x, y, z, confidence)")
+    bad = ~np.isfinite(arr).all(axis=-1)
+    if bad.any():
+        warnings.warn(f"{source}: field 'keypoints3d' has {int(bad.sum())} keypoint(s) with NaN/inf values; "
+                      f"they are treated as not observed", ObservationWarning, stacklevel=3)
+        arr = arr.copy()
+        arr[bad] = 0.0
+    conf = arr[..., 3]
+    if ((conf < 0) | (conf > 1)).any():
+        raise _fail(source, "keypoints3d", f"confidence (last column) must lie in [0, 1]; "
+                                           f"{int(((conf < 0) | (conf > 1)).sum())} value(s) outside")
+    return arr
 
 def read_dense_cue(observations, name: str, channels: int, *, reader: str, content: str,
                    image_size: torch.Tensor) -> torch.Tensor:
@@ -568,6 +607,8 @@ def save_observations(path, obs: Observations) -> Path:
         arrays["track_ids"] = np.array(obs.track_ids, dtype=str)
     if obs.frame_numbers is not None:
         arrays["frame_numbers"] = np.array(obs.frame_numbers, dtype=np.int64)
+    if obs.keypoints3d is not None:
+        arrays["keypoints3d"] = _keypoints3d(numpy(obs.keypoints3d), tuple(obs.keypoints.shape), src)
     if obs.dense is not None:
         _check_dense(obs.dense, len(obs), src, numpy(obs.image_size))
         arrays.update({DENSE_PREFIX + k: numpy(v) for k, v in obs.dense.items()})
@@ -634,4 +675,5 @@ def load_observations(path, *, dtype: torch.dtype = torch.float32) -> Observatio
         entries["keypoints"], fmt, entries["image_size"], intrinsics=entries.get("intrinsics"),
         bbox=entries.get("bbox"), frame_ids=names["frame_ids"], image_paths=names["image_paths"],
         source=src, dtype=dtype, track_ids=names["track_ids"], frame_numbers=entries.get("frame_numbers"),
+        keypoints3d=entries.get("keypoints3d"),
         dense={k[len(DENSE_PREFIX):]: v for k, v in entries.items() if k.startswith(DENSE_PREFIX)} or None)
