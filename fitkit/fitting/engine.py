@@ -37,6 +37,7 @@ from fitkit.fitting.objective import Objective, WeightedTerm
 from fitkit.fitting.params import PARAM_NAMES, ParamLayout
 from fitkit.fitting.recipe import Recipe, RecipeError
 from fitkit.fitting.sequence import SequenceLayout, SequenceObjective, plan_chunks, track_mean_betas
+from fitkit.init import InitError, initial_params
 from fitkit.solvers import make_solver
 from fitkit.terms.base import LATENT_KEY, SetupContext, get_term_class
 
@@ -70,10 +71,6 @@ class _StageCallback:
         self.trace(self.name, iteration, decoded)
 
 
-class InitError(ValueError):
-    """Initial parameters that do not fit the observations or the model."""
-
-
 @dataclass
 class FitResult:
     """Outcome of :func:`fit` for N samples (tensors on the fit's device).
@@ -88,7 +85,8 @@ class FitResult:
         iterations: (N, S) iterations per stage.
         stage_names: the S stage names.
         stage_seconds: wall time per stage.
-        info: ``recipe``, ``camera_mode``, ``pose_latent`` (when a latent pose was
+        info: ``recipe``, ``camera_mode``, ``init`` (``type`` and ``fallback_rows``,
+            the frames a neural initializer could not read), ``pose_latent`` (when a latent pose was
             optimized) and, after sequence stages, ``sequence`` (tracks, segments,
             chunks, consensus passes, pairs without a temporal cue per term).
         transl_from_torso: (N,) bool, the translation was initialised from the torso keypoints.
@@ -210,9 +208,12 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
     model = model.to(device=device, dtype=dtype)
     obs = observations.to(device=device, dtype=dtype)
     N = len(obs)
+    camera = build_fit_camera(recipe.camera, obs, dtype=dtype, device=device)
+    init, init_info = initial_params(recipe.init, model, obs, camera, init, source=recipe.source)
+    if init_info["type"] != "file":
+        init_source = f"init.type {init_info['type']}"
     params, has_transl = prepare_init(init, model, N, device=device, dtype=dtype, source=init_source)
 
-    camera = build_fit_camera(recipe.camera, obs, dtype=dtype, device=device)
     mode = recipe.init.get("transl", "auto")
     if mode not in ("auto", "keep", "torso"):
         raise RecipeError(f"{recipe.source}: init.transl must be auto, keep or torso, got {mode!r}")
@@ -336,7 +337,7 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
     else:
         energies = objective.term_energies(x, all_rows)
     energies["total"] = sum(energies.values())
-    info = {"recipe": recipe.name, "camera_mode": camera.mode}
+    info = {"recipe": recipe.name, "camera_mode": camera.mode, "init": init_info}
     if carried is not None:
         info[LATENT_KEY] = carried[1]
     if plan is not None:

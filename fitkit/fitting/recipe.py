@@ -7,7 +7,7 @@ A recipe is data only; the engine stays generic. Layout::
     plugins: [my_package.my_terms]     # optional: modules that register extra terms
     body: {model: open, gender: neutral, num_betas: 10}
     camera: {mode: full, focal: auto}  # see fitkit.fitting.camera_setup
-    init: {transl: auto}               # auto | keep | torso
+    init: {type: file, transl: auto}   # file | mean | smplr | danet (fitkit.init); auto | keep | torso
     quality: {max_reproj_crop_px: 10}  # optional: pseudo-GT flags (fitkit.eval.quality)
     terms:                             # every term used by any stage, by key
       keypoints: {type: keypoints2d, weight: 5.0, sigma: 100, scale_by_size: true}
