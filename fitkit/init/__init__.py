@@ -103,7 +103,8 @@ def initial_params(spec: Mapping[str, Any], model, observations, camera, init=No
     if "transl" in out:
         from fitkit.fitting.engine import torso_translation
 
-        transl, _ = torso_translation(params, model, observations, camera)
+        placed = dict(params, transl=torch.zeros(N, 3, dtype=dtype, device=device))
+        transl, _ = torso_translation(placed, model, observations, camera)
         params["transl"] = torch.where(ok[:, None], out["transl"].to(transl), transl)
     bad = torch.nonzero(~ok).flatten().tolist()
     info["fallback_rows"] = bad
