@@ -23,7 +23,7 @@ import torch
 
 from fitkit.errors import FitkitError
 
-__all__ = ["INIT_TYPES", "INIT_KEYS", "InitError", "initial_params"]
+__all__ = ["INIT_TYPES", "INIT_KEYS", "InitError", "initial_params", "mean_params"]
 
 INIT_TYPES = ("file", "mean", "smplr", "danet")
 #: keys of a recipe's ``init`` section, by type ('transl' applies to all)
@@ -35,7 +35,8 @@ class InitError(FitkitError, ValueError):
     initializer that cannot run on these inputs; the message names the field."""
 
 
-def _mean(model, N, dtype, device) -> dict[str, torch.Tensor]:
+def mean_params(model, N: int, dtype, device) -> dict[str, torch.Tensor]:
+    """``init: {type: mean}``'s parameters (N, ...): mean pose, facing the camera, zero betas."""
     from fitkit.camera import facing_camera_orient
     from fitkit.init.mean import mean_body_pose
 
@@ -75,7 +76,7 @@ def initial_params(spec: Mapping[str, Any], model, observations, camera, init=No
         return init, info
     N = len(observations)
     dtype, device = observations.keypoints.dtype, observations.keypoints.device
-    params = _mean(model, N, dtype, device)
+    params = mean_params(model, N, dtype, device)
     if kind == "mean":
         return params, info
     if kind == "smplr":

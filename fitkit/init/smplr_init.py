@@ -30,9 +30,8 @@ def smplr_params(model, observations, camera, *, path=None, procrustes: bool = F
                  source: str = "recipe") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """SMPLR's ``global_orient``, ``body_pose``, ``betas`` (N, ...) and (N,) bool: usable input."""
     from fitkit.fitting.engine import torso_translation
-    from fitkit.init.mean import mean_body_pose
+    from fitkit.init import mean_params
     from fitkit.init.smplr import load_smplr
-    from fitkit.camera import facing_camera_orient
 
     if gender not in GENDERS:
         raise InitError(f"{source}: init.gender must be male, female or unknown, got {gender!r}")
@@ -47,10 +46,7 @@ def smplr_params(model, observations, camera, *, path=None, procrustes: bool = F
     if obs.keypoints3d is not None:
         points, conf, flat = obs.keypoints3d[..., :3], obs.keypoints3d[..., 3], False
     else:
-        mean = {"global_orient": facing_camera_orient(N, dtype=dtype, device=device),
-                "body_pose": mean_body_pose(N, dtype=dtype, device=device),
-                "betas": torch.zeros(N, model.num_betas, dtype=dtype, device=device),
-                "transl": torch.zeros(N, 3, dtype=dtype, device=device)}
+        mean = dict(mean_params(model, N, dtype, device), transl=torch.zeros(N, 3, dtype=dtype, device=device))
         with torch.no_grad():
             transl, _ = torso_translation(mean, model, obs, camera)
             root = model(mean["global_orient"], mean["body_pose"], mean["betas"], transl, validate=False).joints[:, 0]
