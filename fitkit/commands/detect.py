@@ -220,39 +220,37 @@ def run(args, detector_factory: Optional[DetectorFactory] = None) -> dict:
     show = not getattr(args, "quiet", False)
     extra: dict = {}
 
-    if inputs.images:
-        names = _unique([p.stem for p in inputs.images])
-        detector = factory(static_image_mode=True, **options)
-        bar = _progress(len(inputs.images), show)
+    def detect_all(named_images, total: Optional[int], static: bool) -> int:
+        """Run one detector over (frame id, RGB image) pairs into ``frames``; the number of frames."""
+        detector = factory(static_image_mode=static, **options)
+        bar = _progress(total, show)
+        count = 0
         try:
-            for path, name in zip(inputs.images, names):
-                image = read_image_rgb(path)
+            for name, image in named_images:
                 frames.add(name, image, detector.detect(image), args.min_confidence)
+                count += 1
                 if bar is not None:
                     bar.update(1)
         finally:
             detector.close()
             if bar is not None:
                 bar.close()
+        return count
+
+    if inputs.images:
+        names = _unique([p.stem for p in inputs.images])
+        detect_all(((name, read_image_rgb(path)) for path, name in zip(inputs.images, names)),
+                   len(inputs.images), static=True)
         extra["image_paths"] = [str(p) for p in inputs.images]
     else:
         tracks = _unique([p.stem for p in inputs.videos])
         track_ids, numbers = [], []
         for path, track in zip(inputs.videos, tracks):
             prefix = f"{track}_" if len(inputs.videos) > 1 else ""
-            detector = factory(static_image_mode=False, **options)  # a fresh tracker per video
-            bar = _progress(_video_length(path, args.every), show)
-            try:
-                for k, (index, image) in enumerate(iter_video_rgb(path, args.every)):
-                    frames.add(f"{prefix}frame_{index:06d}", image, detector.detect(image), args.min_confidence)
-                    track_ids.append(track)
-                    numbers.append(k)
-                    if bar is not None:
-                        bar.update(1)
-            finally:
-                detector.close()
-                if bar is not None:
-                    bar.close()
+            named = ((f"{prefix}frame_{index:06d}", image) for index, image in iter_video_rgb(path, args.every))
+            count = detect_all(named, _video_length(path, args.every), static=False)  # a fresh tracker per video
+            track_ids.extend([track] * count)
+            numbers.extend(range(count))
         extra.update(track_ids=track_ids, frame_numbers=numbers)
 
     obs = Observations.from_arrays(
