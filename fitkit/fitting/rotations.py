@@ -6,12 +6,14 @@ gradient step can never leave SO(3) and there is no singularity at pi.
 """
 from __future__ import annotations
 
+import roma
 import torch
 
 from fitkit.body.lbs import axis_angle_to_matrix
 
 __all__ = ["axis_angle_to_matrix", "matrix_to_axis_angle", "matrix_to_rot6d", "rot6d_to_matrix",
-           "axis_angle_to_rot6d", "rot6d_to_axis_angle"]
+           "axis_angle_to_rot6d", "rot6d_to_axis_angle", "interleaved_rot6d_to_matrix",
+           "matrix_to_interleaved_rot6d"]
 
 
 def matrix_to_rot6d(R: torch.Tensor) -> torch.Tensor:
@@ -27,6 +29,18 @@ def rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
     c1 = torch.nn.functional.normalize(b, dim=-1)
     c2 = torch.linalg.cross(c0, c1, dim=-1)
     return torch.stack([c0, c1, c2], dim=-1)
+
+
+def interleaved_rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
+    """(..., 6) -> (..., 3, 3): the 6 numbers read row-major as a (3, 2) matrix whose
+    columns are made orthonormal (the layout of HMR-style regressors and VPoser, and
+    of fitkit's SMPLR and DaNet heads; not :func:`rot6d_to_matrix`'s column order)."""
+    return roma.special_gramschmidt(x.reshape(*x.shape[:-1], 3, 2))
+
+
+def matrix_to_interleaved_rot6d(R: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) -> (..., 6), the inverse of :func:`interleaved_rot6d_to_matrix` on rotations."""
+    return R[..., :2].reshape(*R.shape[:-2], 6)
 
 
 def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from fitkit.camera import check_intrinsics, crop_cam_to_full_translation, facing_camera_orient
 from fitkit.errors import ModelFileError, ParameterError
+from fitkit.fitting.rotations import interleaved_rot6d_to_matrix, matrix_to_interleaved_rot6d
 from fitkit.init.danet_data import (CROP_SCALE, DEFAULT_RES, NUM_CHANNELS, check_iuv, crop_iuv,
                                     foreground_boxes, iuv_to_parts)
 from fitkit.priors.files import expand, plain_metadata, resolve_weight_path
@@ -75,15 +76,9 @@ ROI_DELTA = 0.05
 NUM_BODY_JOINTS = 23
 
 
-def rot6d_to_rotmat(x: Tensor) -> Tensor:
-    """(..., 6) -> (..., 3, 3): the 6D representation (the first two columns of R, row-major
-    as a (3, 2) matrix) made orthonormal by Gram-Schmidt (``roma.special_gramschmidt``)."""
-    return roma.special_gramschmidt(x.reshape(*x.shape[:-1], 3, 2))
-
-
-def rotmat_to_rot6d(R: Tensor) -> Tensor:
-    """(..., 3, 3) -> (..., 6), the inverse of :func:`rot6d_to_rotmat` on rotations."""
-    return R[..., :2].reshape(*R.shape[:-2], 6)
+#: the heads' 6D layout (row-major (3, 2)); the names are kept for this module's callers
+rot6d_to_rotmat = interleaved_rot6d_to_matrix
+rotmat_to_rot6d = matrix_to_interleaved_rot6d
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:

@@ -33,6 +33,7 @@ from torch import nn
 
 from fitkit.body.keypoint_formats import get_format
 from fitkit.errors import ModelFileError, ParameterError
+from fitkit.fitting.rotations import interleaved_rot6d_to_matrix
 from fitkit.init.landmarks import JL_NAMES, JL_PARENTS, NUM_JL, joints_and_landmarks
 from fitkit.priors.files import resolve_weight_path
 
@@ -88,9 +89,8 @@ def shape_features(jl: torch.Tensor, template_lengths: torch.Tensor) -> torch.Te
     return relative_vectors(jl).norm(dim=-1) - template_lengths
 
 
-def rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
-    """(..., 6) two columns -> (..., 3, 3) rotation matrices (Gram-Schmidt)."""
-    return roma.special_gramschmidt(x.reshape(*x.shape[:-1], 3, 2))
+#: the pose head's 6D layout (row-major (3, 2), as DaNet's)
+rot6d_to_matrix = interleaved_rot6d_to_matrix
 
 
 class _MLP(nn.Module):
