@@ -137,7 +137,9 @@ def run(args) -> dict:
     arrays["frame_ids"] = np.array(obs.frame_ids, dtype=str)
     result_path = save_result(out_dir / "result.npz", arrays, keypoint_format=obs.keypoint_format,
                               body_model=model.name, gender=model.gender, recipe_name=recipe.name,
-                              recipe=recipe.to_yaml(), stage_names=list(stage_names))
+                              recipe=recipe.to_yaml(), stage_names=list(stage_names),
+                              observations=str(Path(args.input).resolve()),
+                              fit_seconds=f"{time.perf_counter() - t0:.3f}")
     files = [result_path]
     if args.meshes or args.overlays:
         files += _write_extras(args, model, obs, arrays, out_dir, device)

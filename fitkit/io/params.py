@@ -29,6 +29,8 @@ A **result file** (schema ``fitkit.result/1``) adds:
   ``transl_from_torso``; ``iterations`` (N, S) per stage and ``stage_names`` (S,);
 - ``err2d_px`` (N,) mean 2D keypoint error of the result (NaN without evidence);
 - ``body_model``, ``gender``, ``recipe_name``, ``recipe`` (the recipe as YAML).
+- ``observations`` (the observation path fitted, absolute) and ``fit_seconds`` (wall
+  time up to writing the result), both as strings.
 """
 from __future__ import annotations
 
