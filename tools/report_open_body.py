@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fitkit.body import load_body_model  # noqa: E402
 from fitkit.body.open_body import open_body_arrays  # noqa: E402
-from fitkit.cli import demo_pose  # noqa: E402
+from fitkit.commands.body import demo_pose  # noqa: E402
 
 LEFT = [1, 4, 7, 10, 13, 16, 18, 20, 22]
 RIGHT = [2, 5, 8, 11, 14, 17, 19, 21, 23]

@@ -20,6 +20,7 @@ the shape is shared).
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from fitkit.eval.metrics import accel_error, err2d, mpjpe, pa_mpjpe, pve
 from fitkit.eval.video import make_synthetic_video, overlay_video
 from fitkit.fitting.engine import fit
 from fitkit.fitting.recipe import load_recipe, recipe_from_dict
+from fitkit.commands.progress import FitProgress, stage_iterations
+
+log = logging.getLogger(__name__)
 
 __all__ = ["run", "print_summary", "video_metrics", "body_heights", "FLOW_TERMS"]
 
@@ -84,6 +88,8 @@ def run(args) -> dict:
     torch.manual_seed(args.seed)
     model = load_body_model("open", num_betas=10)
     t0 = time.perf_counter()
+    log.info("demo --video: rendering %d frames of the held-out clip '%s' (flow: %s)", args.frames, args.clip,
+             args.flow)
     video = make_synthetic_video(model, clip=args.clip, frames=args.frames, noise_px=args.noise_px,
                                  dropout=args.dropout, seed=args.seed, flow=args.flow)
     setup = time.perf_counter() - t0
@@ -94,12 +100,22 @@ def run(args) -> dict:
             "temporal + flow": load_recipe(args.video_recipe, overrides)}
     rows = {"init": video_metrics(model, video.init, gt, obs, video.K[None].expand(len(video), 3, 3))}
     results, seconds = {}, {}
-    for name, recipe in runs.items():
-        t = time.perf_counter()
-        res = fit(model, obs, recipe, video.init)
-        seconds[name] = time.perf_counter() - t
-        results[name] = res
-        rows[name] = video_metrics(model, res.params, gt, obs, res.K)
+    log.info("demo --video: made in %.1f s; fitting %d ways", setup, len(runs))
+    progress = FitProgress([(name, stage_iterations(recipe)) for name, recipe in runs.items()],
+                           enabled=not args.quiet, desc="demo --video")
+    try:
+        for i, (name, recipe) in enumerate(runs.items()):
+            progress.begin(i)
+            t = time.perf_counter()
+            res = fit(model, obs, recipe, video.init, progress=progress.stage)
+            seconds[name] = time.perf_counter() - t
+            results[name] = res
+            rows[name] = video_metrics(model, res.params, gt, obs, res.K)
+            progress.end(f"{name} done in {seconds[name]:.1f} s")
+            log.debug("phase %d/%d '%s': %.1f s, MPJPE %.1f mm", i + 1, len(runs), name, seconds[name],
+                      rows[name]["mpjpe"])
+    finally:
+        progress.close()
     final = results["temporal + flow"]
     summary = {"clip": video.settings.get("clip", args.clip), "frames": len(video), "fps": video.fps,
                "flow": args.flow, "noise_px": args.noise_px, "dropout": args.dropout, "seed": args.seed,
@@ -111,6 +127,7 @@ def run(args) -> dict:
     if args.output:
         from fitkit.viz.video import side_by_side, write_video
 
+        log.info("writing the overlay video")
         out_dir = Path(args.output)
         left = overlay_video(model, results["per-frame"].params, video.K, video.images)
         right = overlay_video(model, final.params, video.K, video.images)

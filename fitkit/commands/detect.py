@@ -48,32 +48,6 @@ SHOWN_IDS = 20
 DetectorFactory = Callable[..., object]
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "detect", help="detect BlazePose keypoints in images or a video and write an observation file",
-        description="Run MediaPipe Pose (BlazePose, 33 keypoints, offline, CPU) on images, folders of images "
-                    "or videos and write a fitkit observations .npz (keypoint format blazepose33, with the 3D "
-                    "world landmarks as keypoints3d) for 'fitkit fit'. Frames without a detected person are "
-                    "kept with all keypoints (0, 0, 0) and listed. Needs mediapipe==0.10.21 in a separate "
-                    "environment (numpy<2): see docs/detect.md.")
-    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_VIDEO",
-                   help="image files (" + " ".join(IMAGE_SUFFIXES) + "), folders of images (sorted names), "
-                        "or video files (" + " ".join(VIDEO_SUFFIXES) + "); not images and videos together")
-    p.add_argument("-o", "--output", required=True, metavar="OBS.npz", help="observation file to write")
-    p.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
-                   help="keypoints whose MediaPipe visibility is below C are stored as not observed (0, 0, 0) "
-                        "(default 0: keep all; the fit weights keypoints by their confidence)")
-    p.add_argument("--model-complexity", type=int, choices=[0, 1], default=1,
-                   help="1: BlazePose full (default; shipped in the mediapipe wheel); 0: lite (not shipped: "
-                        "only if pose_landmark_lite.tflite was placed in the mediapipe package by hand)")
-    p.add_argument("--min-detection-confidence", type=float, default=0.5, metavar="S",
-                   help="MediaPipe's person-detection score threshold (default 0.5)")
-    p.add_argument("--every", type=int, default=1, metavar="N",
-                   help="videos: keep every N-th frame (default 1: all frames)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", metavar="PATH", help="also write the summary (with every empty frame's id) as JSON")
-
-
 def default_detector_factory(*, static_image_mode: bool, model_complexity: int,
                              min_detection_confidence: float) -> MediaPipePoseDetector:
     return MediaPipePoseDetector(static_image_mode=static_image_mode, model_complexity=model_complexity,

@@ -1,6 +1,7 @@
 """``fitkit fit``: run a recipe on an observation file and write the results."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,9 @@ from fitkit.io.keypoint_readers import read_keypoints
 from fitkit.io.mesh import write_obj
 from fitkit.errors import FitkitError
 from fitkit.io.params import ParamFileError, load_params, load_result, save_result
+from fitkit.commands.progress import FitProgress, stage_iterations
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(name: str) -> torch.device:
@@ -26,28 +30,6 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise FitkitError("--device cuda requested but torch sees no CUDA device")
     return torch.device(name)
-
-
-class Progress:
-    """A tqdm bar over frames; the postfix shows the running stage and iteration."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True)
-
-    def stage(self, name, it, running, n):
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"{name} it {it + 1} running {running}/{n}", refresh=it % 10 == 0)
-
-    def done(self, n):
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _assemble(parts: list[tuple[np.ndarray, dict]], n: int) -> dict:
@@ -83,7 +65,7 @@ def frame_batches(obs, recipe, batch_size: int) -> list[np.ndarray]:
 
 def run(args) -> dict:
     t0 = time.perf_counter()
-    recipe = load_recipe(args.config, args.set or [], prior=getattr(args, "prior", None))
+    recipe = load_recipe(args.recipe, args.set or [], prior=getattr(args, "prior", None))
     quality = quality_settings(recipe.data.get("quality"), recipe.source)  # bad thresholds fail before fitting
     last = recipe.stages[-1].terms
     missing = [k for k in quality["max_energy"] if k not in last]
@@ -112,14 +94,21 @@ def run(args) -> dict:
                                  "an init file needs one row per observed frame")
 
     out_dir = Path(args.output)
-    progress = Progress(N, enabled=not args.quiet)
     parts = []
     bs = max(1, int(args.batch_size))
     chunk_dir = out_dir / "chunks"
     stamp = _chunk_stamp(recipe, model, args)
     stage_names = [st.name for st in recipe.stages]
+    batches = frame_batches(obs, recipe, bs)
+    log.info("fitting %d frames in %d batch%s with recipe '%s' on %s", N, len(batches),
+             "" if len(batches) == 1 else "es", recipe.name, device)
+    stages = stage_iterations(recipe)
+    progress = FitProgress([(f"batch {b + 1}/{len(batches)}", stages) for b in range(len(batches))],
+                           enabled=not args.quiet)
+    done = 0
     try:
-        for idx in frame_batches(obs, recipe, bs):
+        for b, idx in enumerate(batches):
+            progress.begin(b)
             chunk_path = chunk_dir / f"frames_{idx[0]:08d}_{idx[-1]:08d}.npz"
             arrays = _load_chunk(chunk_path, stamp, [obs.frame_ids[i] for i in idx]) if args.resume else None
             if arrays is None:
@@ -129,8 +118,10 @@ def run(args) -> dict:
                             stamp=stamp)
             else:
                 arrays.pop("frame_ids")
+                log.info("resumed frames %s..%s from %s", obs.frame_ids[idx[0]], obs.frame_ids[idx[-1]], chunk_path)
             parts.append((idx, arrays))
-            progress.done(len(idx))
+            done += len(idx)
+            progress.end(f"{done}/{N} frames fitted")
     finally:
         progress.close()
     arrays = _assemble(parts, N)
