@@ -29,16 +29,23 @@ reported, and the report says so.
 
 Outputs in ``output``: ``results.csv`` (one row per combination, every metric
 before and after, time, iterations), ``results.md`` (a table in the shape of
-seed 001's Table 1), ``pa_mpjpe_mm.png`` / ``pve_mm.png`` (error per combination)
-and ``error_vs_iteration.png`` (PA-MPJPE of the best iterates after every iteration,
-numbered across stages, with ground truth; traced through ``fit(trace=...)``, and
-that time is not counted in the fit's).
+seed 001's Table 1; an "after" value is bold only when it is a real improvement,
+see :func:`is_improvement`), one bar chart ``<metric>.png`` per metric present
+(e.g. ``pa_mpjpe_mm.png``), and ``error_vs_iteration.png`` (PA-MPJPE of the best
+iterates after every iteration, numbered across stages, with a labelled vertical
+line where each stage starts; with ground truth only; traced through
+``fit(trace=...)``, and that time is not counted in the fit's).
+
+Progress: every finished combination is logged at INFO through
+``logging.getLogger(__name__)`` ("[3/12] init=... prior=... solver=...: MPJPE ... in ... s"),
+and :func:`run_compare` calls an optional ``progress(done, total, label)``.
 """
 from __future__ import annotations
 
 import copy
 import csv
 import itertools
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,14 +65,44 @@ from fitkit.io.atomic import atomic_write
 from fitkit.priors.presets import PRIOR_NAMES
 from fitkit.solvers import make_solver
 
-__all__ = ["Grid", "load_grid", "run_compare", "write_report", "GRID_KEYS", "INITS"]
+__all__ = ["Grid", "load_grid", "run_compare", "write_report", "is_improvement", "curve_figure", "run",
+           "print_summary", "GRID_KEYS", "INITS", "METRICS", "HIGHER_IS_BETTER", "MIN_RELATIVE_GAIN"]
+
+logger = logging.getLogger(__name__)
 
 GRID_KEYS = {"benchmark", "dataset", "inits", "data_terms", "priors", "solvers", "set", "output"}
 INITS = ("benchmark", "mean")
 #: metric (column prefix) -> label, in report order
 METRICS = {"mpjpe_mm": "MPJPE mm", "pa_mpjpe_mm": "PA-MPJPE mm", "n_mpjpe_mm": "N-MPJPE mm", "pve_mm": "PVE mm",
            "pa_pve_mm": "PA-PVE mm", "n_pve_mm": "N-PVE mm", "pve_s_mm": "PVE-S mm", "pve_p_mm": "PVE-P mm",
-           "err2d_px": "2D err px"}
+           "err2d_px": "2D err px", "silhouette_iou": "silhouette IoU"}
+#: metrics where a larger value is better (IoU-like); every other one is an error, lower is better
+HIGHER_IS_BETTER = frozenset({"silhouette_iou"})
+#: an "after" value is bold in results.md only when it beats "before" by more than this fraction
+#: of the "before" value (0.5 %) and the two differ at the table's precision (one decimal)
+MIN_RELATIVE_GAIN = 0.005
+#: decimals shown in results.md (default one: millimetres and pixels)
+DECIMALS = {"silhouette_iou": 3}
+
+
+def _decimals(metric: str) -> int:
+    return DECIMALS.get(metric, 1)
+
+
+def is_improvement(metric: str, before: float, after: float) -> bool:
+    """Whether ``after`` is really better than ``before`` for ``metric``.
+
+    Lower is better for every metric except those in :data:`HIGHER_IS_BETTER`.
+    A real improvement beats ``before`` by more than :data:`MIN_RELATIVE_GAIN`
+    (0.5 %) of ``|before|`` and still differs once both are rounded to the
+    table's precision, so a tie or a change lost in rounding is never bold.
+    NaN on either side is not an improvement.
+    """
+    if not (np.isfinite(before) and np.isfinite(after)):
+        return False
+    gain = (after - before) if metric in HIGHER_IS_BETTER else (before - after)
+    digits = _decimals(metric)
+    return gain > MIN_RELATIVE_GAIN * abs(before) and round(after, digits) != round(before, digits)
 
 
 @dataclass
@@ -189,18 +226,27 @@ def _scores(model, params, gt, obs, K) -> dict:
 
 class _Curve:
     """Engine ``trace``: PA-MPJPE (mm, mean over samples) of the best iterates after every
-    iteration, numbered across stages. Its own time is kept apart from the fit's."""
+    iteration, numbered across stages. Its own time is kept apart from the fit's.
+
+    ``points``: [(x, error mm)], x counting iterations across stages from 1.
+    ``stages``: [(stage name, x where it starts)]: the x of the last point before
+    the stage (0 for the first). A new stage is seen when the traced stage name
+    changes, or when the iteration count goes back (two stages of one name, or a
+    sequence stage's second pass).
+    """
 
     def __init__(self, model, gt, obs):
-        self.model, self.points, self.seconds = model, [], 0.0
-        self._stage, self._offset, self._last = None, 0, 0
+        self.model, self.points, self.stages, self.seconds = model, [], [], 0.0
+        self._stage, self._offset, self._last, self._iteration = None, 0, 0, -1
         with torch.no_grad():
             self.gt_joints = model(gt["global_orient"], gt["body_pose"], gt["betas"], gt["transl"]).joints
 
     def __call__(self, stage: str, iteration: int, params: dict) -> None:
         t0 = time.perf_counter()
-        if stage != self._stage:
+        if stage != self._stage or iteration < self._iteration:
             self._stage, self._offset = stage, self._last
+            self.stages.append((stage, self._offset))
+        self._iteration = iteration
         self._last = self._offset + iteration + 1
         with torch.no_grad():
             joints = self.model(params["global_orient"], params["body_pose"], params["betas"],
@@ -210,15 +256,34 @@ class _Curve:
         self.seconds += time.perf_counter() - t0
 
 
-def run_compare(grid: Grid, model, data, *, log: Callable[[str], None] = print) -> list[dict]:
-    """Fit every combination of ``grid`` on ``data`` (a :class:`fitkit.eval.benchmark.Benchmark`)."""
+def _label(init_name: str, data_term: str, prior: str, solver: str) -> str:
+    return f"init={init_name} data_term={data_term} prior={prior} solver={solver}"
+
+
+def run_compare(grid: Grid, model, data, *,
+                progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
+    """Fit every combination of ``grid`` on ``data`` (a :class:`fitkit.eval.benchmark.Benchmark`).
+
+    Args:
+        grid: from :func:`load_grid`.
+        model: the body model every combination fits.
+        data: observations, init and (optional) ground truth.
+        progress: called as ``progress(done, total, label)`` after each combination
+            (fitted or skipped), e.g. for a progress bar; ``label`` names the
+            combination ("init=... data_term=... prior=... solver=...").
+    Returns:
+        one dict per combination (see :func:`write_report`); ``curve`` and
+        ``stages`` (see :class:`_Curve`) with ground truth.
+    """
     from fitkit.terms.displacements import gt_displacement_field
 
     obs, gt = data.observations, data.gt
     inits = {"benchmark": data.init, "mean": _mean_init(model, obs, data.init)}
     rows = []
     combos = grid.combinations()
+    total = len(combos)
     for k, (init_name, data_term, prior, solver) in enumerate(combos, 1):
+        label = _label(init_name, data_term, prior, solver)
         row = {"init": init_name, "data_term": data_term, "prior": prior, "solver": solver}
         recipe = grid.recipe(data_term, prior, solver)
         init = inits[init_name]
@@ -228,7 +293,9 @@ def run_compare(grid: Grid, model, data, *, log: Callable[[str], None] = print) 
             if gt is None:
                 row["skipped"] = "the displacement cue belongs to the data's own init and there is no ground truth"
                 rows.append(row)
-                log(f"[{k}/{len(combos)}] {init_name} / {data_term} / {prior} / {solver}: skipped ({row['skipped']})")
+                logger.info("[%d/%d] %s: skipped (%s)", k, total, label, row["skipped"])
+                if progress is not None:
+                    progress(k, total, label)
                 continue
             W, H = (int(v) for v in obs.image_size[0].tolist())
             field_, _ = gt_displacement_field(model, gt, init, obs.intrinsics, (W, H))
@@ -246,13 +313,16 @@ def run_compare(grid: Grid, model, data, *, log: Callable[[str], None] = print) 
                 row[f"{name}_after"] = float(torch.nanmean(after[name].double()))
         if curve is not None:
             row["curve"] = curve.points
+            row["stages"] = curve.stages
         row.update(seconds=seconds, iterations=float(res.iterations.sum(dim=1).float().mean()),
                    converged=float(res.converged.float().mean()), nan=int(res.nan.sum()),
                    no_evidence=int(res.no_evidence.sum()))
         rows.append(row)
-        shown = row.get("pa_mpjpe_mm_after", row.get("err2d_px_after", float("nan")))
-        log(f"[{k}/{len(combos)}] {init_name} / {data_term} / {prior} / {solver}: "
-            f"{'PA-MPJPE' if 'pa_mpjpe_mm_after' in row else '2D err'} {shown:.1f}, {seconds:.1f} s")
+        shown = [(METRICS[m], m) for m in ("mpjpe_mm", "pa_mpjpe_mm", "err2d_px") if f"{m}_after" in row][:2]
+        logger.info("[%d/%d] %s: %s in %.1f s", k, total, label,
+                    ", ".join(f"{name} {row[f'{m}_after']:.1f}" for name, m in shown), seconds)
+        if progress is not None:
+            progress(k, total, label)
     return rows
 
 
@@ -274,14 +344,16 @@ def write_report(rows: list[dict], folder: str | Path, *, has_gt: bool = True) -
     metrics = [m for m in METRICS if any(f"{m}_after" in r for r in rows)]
     head = "| init | data term | prior | solver | " + " | ".join(f"{METRICS[m]}: before → after" for m in metrics) \
         + " | time s | iterations |"
-    lines = ["" if has_gt else "_No ground truth: only the 2D keypoint error is reported._\n", head,
+    note = (f"Bold: better after the fit than before by more than {100 * MIN_RELATIVE_GAIN:g} % "
+            "(lower is better for errors, higher for IoU).\n")
+    lines = [("" if has_gt else "_No ground truth: only the 2D keypoint error is reported._\n") + note, head,
              "|" + "---|" * (4 + len(metrics) + 2)]
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['init']} | {r['data_term']} | {r['prior']} | {r['solver']} | "
                          + " | ".join("—" for _ in metrics) + f" | skipped: {r['skipped']} | |")
             continue
-        cells = [f"{r[f'{m}_before']:.1f} → **{r[f'{m}_after']:.1f}**" for m in metrics]
+        cells = [_cell(m, r[f"{m}_before"], r[f"{m}_after"]) for m in metrics]
         lines.append(f"| {r['init']} | {r['data_term']} | {r['prior']} | {r['solver']} | " + " | ".join(cells)
                      + f" | {r['seconds']:.1f} | {r['iterations']:.0f} |")
     with atomic_write(folder / "results.md", "w") as fh:
@@ -289,6 +361,49 @@ def write_report(rows: list[dict], folder: str | Path, *, has_gt: bool = True) -
     files.append(folder / "results.md")
     files += _plots(rows, folder, metrics)
     return files
+
+
+def _cell(metric: str, before: float, after: float) -> str:
+    d = _decimals(metric)
+    shown = f"{after:.{d}f}"
+    return f"{before:.{d}f} → " + (f"**{shown}**" if is_improvement(metric, before, after) else shown)
+
+
+def curve_figure(curves: list[tuple[str, list, list]]):
+    """The error-vs-iteration figure: one line per combination and a dashed vertical
+    line, labelled with the stage name, where each stage starts.
+
+    Args:
+        curves: [(label, points [(x, error mm)], stages [(stage name, x of its start)])].
+    Returns:
+        a matplotlib Figure (the caller saves and closes it). The stage lines carry
+        ``gid`` ``"stage:<name>"`` (an ``id`` in SVG output) and their labels are texts.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for lab, pts, _ in curves:
+        it, err = zip(*pts)
+        ax.plot(it, err, label=lab, lw=1.2)
+    # combinations may stop a stage at different iterations: one line per distinct start
+    starts: dict[float, list[str]] = {}
+    for _, _, stages in curves:
+        for name, x in stages:
+            if name not in starts.setdefault(float(x), []):
+                starts[float(x)].append(name)
+    for x, names in sorted(starts.items()):
+        name = " / ".join(names)
+        ax.axvline(x, color="0.4", ls="--", lw=0.8, gid=f"stage:{name}")
+        ax.text(x, 1.0, f" {name}", transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="left",
+                fontsize=7, color="0.3", gid=f"stage-label:{name}")
+    ax.set_xlabel("iteration (all stages)")
+    ax.set_ylabel("PA-MPJPE mm (best iterates)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
 
 
 def _plots(rows: list[dict], folder: Path, metrics: list[str]) -> list[Path]:
@@ -300,7 +415,7 @@ def _plots(rows: list[dict], folder: Path, metrics: list[str]) -> list[Path]:
     done = [r for r in rows if "skipped" not in r]
     labels = [f"{r['init']}/{r['data_term']}/{r['prior']}/{r['solver']}" for r in done]
     files = []
-    for metric in [m for m in ("pa_mpjpe_mm", "pve_mm", "err2d_px") if m in metrics]:
+    for metric in metrics:
         fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(done) + 2), 4))
         y = np.arange(len(done))
         ax.barh(y - 0.2, [r[f"{metric}_before"] for r in done], 0.4, label="before", color="0.75")
@@ -316,16 +431,9 @@ def _plots(rows: list[dict], folder: Path, metrics: list[str]) -> list[Path]:
             fig.savefig(fh, format="png", dpi=90)
         plt.close(fig)
         files.append(path)
-    curves = [(lab, r["curve"]) for lab, r in zip(labels, done) if r.get("curve")]
+    curves = [(lab, r["curve"], r.get("stages", [])) for lab, r in zip(labels, done) if r.get("curve")]
     if curves:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for lab, pts in curves:
-            it, err = zip(*pts)
-            ax.plot(it, err, label=lab, lw=1.2)
-        ax.set_xlabel("iteration (all stages)")
-        ax.set_ylabel("PA-MPJPE mm (best iterates)")
-        ax.legend(fontsize=6)
-        fig.tight_layout()
+        fig = curve_figure(curves)
         path = folder / "error_vs_iteration.png"
         with atomic_write(path, "wb") as fh:
             fig.savefig(fh, format="png", dpi=90)
@@ -341,15 +449,19 @@ def describe(grid: Grid) -> str:
 
 
 
-def run(args) -> dict:
-    """``fitkit compare --grid GRID.yaml [--output OUT]``: load, check, fit every combination, report."""
+def run(args, *, progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """``fitkit compare --grid GRID.yaml [--output OUT]``: load, check, fit every combination, report.
+
+    ``args``: ``grid``, ``output`` (or None). Progress goes to this module's logger
+    (INFO) and to ``progress(done, total, label)`` when given (see :func:`run_compare`).
+    """
     from fitkit.body import load_body_model
     from fitkit.eval.benchmark import load_benchmark, make_benchmark
 
     t0 = time.perf_counter()
-    grid = load_grid(args.grid, {"output": args.output} if args.output else None)
-    log = (lambda _msg: None) if args.quiet else print
-    log(f"fitkit compare: {describe(grid)}")
+    output = getattr(args, "output", None)
+    grid = load_grid(args.grid, {"output": output} if output else None)
+    logger.info("fitkit compare: %s", describe(grid))
     model = load_body_model("open", num_betas=10)
     if grid.benchmark is not None:
         spec = dict(grid.benchmark)
@@ -361,7 +473,7 @@ def run(args) -> dict:
             raise FitkitError(f"{grid.source}: benchmark: {exc}") from None
     else:
         data = load_benchmark(grid.dataset)
-    rows = run_compare(grid, model, data, log=log)
+    rows = run_compare(grid, model, data, progress=progress)
     files = write_report(rows, grid.output, has_gt=data.gt is not None)
     return {"combinations": len(rows), "has_ground_truth": data.gt is not None,
             "seconds": time.perf_counter() - t0, "files": [str(f) for f in files]}
