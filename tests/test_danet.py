@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 
+from fitkit import shipped
 from fitkit.body import load_body_model
 from fitkit.camera import points_full_to_crop, project, weak_perspective_project
 from fitkit.errors import ModelFileError, ParameterError
@@ -15,11 +16,11 @@ from fitkit.init.danet import DaNet, DaNetInit, load_danet, save_danet
 from fitkit.init.danet_data import (NUM_CHANNELS, NUM_PARTS, crop_iuv, crop_pixels_to_normalized,
                                     foreground_boxes, iuv_to_parts, part_channels, part_drop, remove_parts,
                                     render_bodies, sample_bodies, sample_part_drop, targets_from_render)
-from fitkit.priors.files import REPO_DIR, file_sha256
+from fitkit.priors.files import file_sha256
 from fitkit.render.iuv import open_body_charts
 
-CARD = REPO_DIR / "initializers" / "open_danet.md"
-WEIGHTS = REPO_DIR / "initializers" / "open_danet.pt"
+WEIGHTS = shipped.weight_path("initializers/open_danet.pt")
+CARD = shipped.card_path("initializers/open_danet.pt")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from fitkit.fitting.engine import fit
 from fitkit.fitting.recipe import load_recipe
 from fitkit.init import initial_params
 from fitkit.init.mean import mean_body_pose
-from fitkit.priors.files import REPO_DIR
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,7 @@ def data(model):
 
 
 def _recipe(init):
-    r = load_recipe(REPO_DIR / "fitting_configs" / "demo.yaml")
+    r = load_recipe("demo")
     r.init.update(init)
     r.stages = r.stages[:1]
     r.stages[0].solver = dict(r.stages[0].solver, iterations=1)

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from fitkit import shipped
 from fitkit.body import load_body_model
 from fitkit.cli import main
 from fitkit.commands.demo import demo_example, fit_and_evaluate
 from fitkit.fitting.recipe import RecipeError, load_recipe
 from fitkit.priors.cnf import load_flow, make_keypoint_contexts
-from fitkit.priors.files import PRIORS_DIR, resolve_weight_path
+from fitkit.priors.files import resolve_weight_path
 from fitkit.priors.gmm import GaussianMixture, load_gmm_file
 from fitkit.priors.pose_data import load_pose_data, random_rotation_poses
 from fitkit.priors.presets import PRIOR_PRESETS, with_prior
@@ -72,7 +73,8 @@ def test_cnf_rates_held_out_poses_above_random_rotations(poses):
 def test_presets_name_the_shipped_files():
     for name, line in PRIOR_PRESETS.items():
         path = resolve_weight_path(line["path"], name)
-        assert path.parent == PRIORS_DIR and (PRIORS_DIR / "README.md").read_text().count(path.name) >= 1
+        assert path == shipped.weight_path(line["path"]) and shipped.card_path(line["path"]).is_file()
+        assert (path.parent / "README.md").read_text().count(path.name) >= 1
 
 
 def test_with_prior_swaps_or_removes_the_pose_line():

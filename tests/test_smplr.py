@@ -9,6 +9,7 @@ import pytest
 import roma
 import torch
 
+from fitkit import shipped
 from fitkit.body import load_body_model
 from fitkit.body.skeleton import SMPL_JOINT_NAMES
 from fitkit.eval.synthetic import make_keypoint_example
@@ -21,7 +22,7 @@ from fitkit.init.mean import mean_body_pose
 from fitkit.init.smplr import (DEFAULT_SMPLR_PATH, SMPLR, input_centre, load_smplr, pose_features,
                                rot6d_to_matrix, shape_features, relative_vectors)
 from fitkit.init.smplr_train import TrainSettings, evaluate_smplr, train_smplr
-from fitkit.priors.files import REPO_DIR, file_sha256
+from fitkit.priors.files import file_sha256
 from fitkit.priors.pose_data import mirror_body_pose
 
 
@@ -108,8 +109,8 @@ def test_mean_pose_is_left_right_symmetric():
 # ---------------------------------------------------------------- the shipped weights
 
 def test_shipped_weights_match_their_model_card(net):
-    card = (REPO_DIR / "initializers" / "open_smplr.md").read_text()
-    sha = file_sha256(REPO_DIR / DEFAULT_SMPLR_PATH)
+    card = shipped.card_path(DEFAULT_SMPLR_PATH).read_text()
+    sha = file_sha256(shipped.weight_path(DEFAULT_SMPLR_PATH))
     assert sha in card
     assert set(net.input_formats) == {"jl42", "body25", "blazepose33"}
     for name, row in net.metadata["metrics"].items():            # every reported row is in the card
@@ -161,7 +162,7 @@ def _example(model, n=6, seed=2):
 
 
 def _recipe(init):
-    r = load_recipe(REPO_DIR / "fitting_configs" / "demo.yaml")
+    r = load_recipe("demo")
     r.init.update(init)
     r.stages = r.stages[:1]
     for st in r.stages:

@@ -31,12 +31,14 @@ import torch
 from fitkit.body import load_body_model
 from fitkit.body.skeleton import SMPL_PARENTS
 from fitkit.priors.cnf import load_flow, make_keypoint_contexts
-from fitkit.priors.files import PRIORS_DIR, REPO_DIR
 from fitkit.priors.gmm import GaussianMixture, load_gmm_file
 from fitkit.priors.pose_data import load_pose_data, random_rotation_poses
 from fitkit.priors.vposer import load_vposer
 from fitkit.priors.vposer_train import evaluate_vposer
 
+#: the checkout (rebuilt weights and figures are written there)
+REPO_DIR = Path(__file__).resolve().parents[1]
+PRIORS_DIR = REPO_DIR / "priors"
 LEFT = {1, 4, 7, 10, 13, 16, 18, 20, 22}
 
 

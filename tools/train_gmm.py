@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fitkit.priors.files import PRIORS_DIR
 from fitkit.priors.gmm import fit_gmm_sklearn, mixture_log_likelihood, save_gmm_pickle
 from fitkit.priors.pose_data import load_pose_data, random_rotation_poses
+
+#: the checkout's priors/ folder: rebuilt weights go there (and ship from there)
+PRIORS_DIR = Path(__file__).resolve().parents[1] / "priors"
 
 GRID = (0.003, 0.01, 0.03, 0.1)
 

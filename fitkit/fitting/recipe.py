@@ -45,13 +45,12 @@ from typing import Any, Sequence
 
 import yaml
 
+from fitkit import shipped
 from fitkit.errors import FitkitError
+from fitkit.shipped import NotShippedError
 
-__all__ = ["Recipe", "StageSpec", "RecipeError", "load_recipe", "recipe_from_dict", "RECIPE_DIR",
+__all__ = ["Recipe", "StageSpec", "RecipeError", "UnknownRecipeError", "load_recipe", "recipe_from_dict",
            "apply_overrides"]
-
-#: The recipes shipped with fitkit (``fitting_configs/`` at the repository root).
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "fitting_configs"
 
 _TOP_KEYS = {"name", "description", "plugins", "body", "camera", "init", "terms", "stages", "quality",
              "sequence"}
@@ -61,6 +60,10 @@ _SEQUENCE_KEYS = {"chunk", "overlap"}
 
 class RecipeError(FitkitError, ValueError):
     """A recipe that cannot be used; the message names the file and the key."""
+
+
+class UnknownRecipeError(RecipeError, NotShippedError):
+    """No recipe file at that path and no shipped recipe of that name; the message lists the shipped ones."""
 
 
 @dataclass
@@ -101,13 +104,19 @@ class Recipe:
 
 
 def _resolve(path_or_name: str | Path) -> Path:
+    """A recipe file that exists, else the shipped recipe of that name (``demo``, ``demo.yaml``,
+    ``fitting_configs/demo.yaml``, :func:`fitkit.shipped.recipe_path`)."""
     p = Path(path_or_name)
     if p.exists():
         return p
-    if p.suffix == "" and (RECIPE_DIR / f"{p.name}.yaml").exists():
-        return RECIPE_DIR / f"{p.name}.yaml"
-    shipped = sorted(q.stem for q in RECIPE_DIR.glob("*.yaml")) if RECIPE_DIR.exists() else []
-    raise RecipeError(f"{path_or_name}: recipe file not found (shipped recipes: {shipped})")
+    if not p.is_absolute():
+        try:
+            return shipped.recipe_path(str(path_or_name))
+        except NotShippedError:
+            pass
+    names = shipped.recipe_names()
+    raise UnknownRecipeError(f"{path_or_name}: recipe file not found (shipped recipes: {names})",
+                             name=str(path_or_name), shipped=names)
 
 
 def apply_overrides(data: dict, overrides: Sequence[str], source: str = "<overrides>") -> dict:

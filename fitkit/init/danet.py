@@ -55,6 +55,7 @@ from fitkit.init.danet_data import (CROP_SCALE, DEFAULT_RES, NUM_CHANNELS, check
                                     foreground_boxes, iuv_to_parts)
 from fitkit.priors.files import expand, plain_metadata, resolve_weight_path
 from fitkit.io.atomic import atomic_write
+from fitkit.shipped import weight_path
 
 __all__ = ["DaNet", "DaNetInit", "load_danet", "save_danet", "rot6d_to_rotmat", "rotmat_to_rot6d",
            "DEFAULT_WEIGHTS", "FORMAT", "ROI_ALPHA", "ROI_DELTA"]
@@ -368,11 +369,11 @@ def save_danet(path: PathLike, net: DaNet, extra: Optional[Mapping[str, Any]] = 
 
 def load_danet(path: Optional[PathLike] = None, *, device=None, dtype: torch.dtype = torch.float32,
                with_info: bool = False):
-    """Load a DaNet initializer (default: the committed ``initializers/open_danet.pt``).
+    """Load a DaNet initializer (default: the shipped ``initializers/open_danet.pt``).
 
     Args:
-        path: weight file (``~``/``$VARS`` expanded; relative paths also looked up in the
-            fitkit checkout, :func:`fitkit.priors.files.resolve_weight_path`).
+        path: weight file (``~``/``$VARS`` expanded; relative paths also looked up among the
+            shipped weights, :func:`fitkit.priors.files.resolve_weight_path`).
         device, dtype: of the returned module (default CPU, float32).
         with_info: also return the file's provenance dict (training command, metrics, ...).
     Returns:
@@ -382,8 +383,10 @@ def load_danet(path: Optional[PathLike] = None, *, device=None, dtype: torch.dty
         ModelFileError: unreadable file, wrong format, missing keys, or weights that do not
             fit the stored configuration (naming the file).
     """
-    resolved = resolve_weight_path(DEFAULT_WEIGHTS if path is None else path, "DaNet initializer weights",
-                                   hint=_HINT)
+    if path is None:
+        resolved = weight_path(DEFAULT_WEIGHTS)
+    else:
+        resolved = resolve_weight_path(path, "DaNet initializer weights", hint=_HINT)
     try:
         payload = torch.load(resolved, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  (pickle, zip and torch errors alike)

@@ -36,6 +36,7 @@ from fitkit.errors import ModelFileError, ParameterError
 from fitkit.fitting.rotations import interleaved_rot6d_to_matrix
 from fitkit.init.landmarks import JL_NAMES, JL_PARENTS, NUM_JL, joints_and_landmarks
 from fitkit.priors.files import resolve_weight_path
+from fitkit.shipped import weight_path
 
 __all__ = ["SMPLR", "load_smplr", "DEFAULT_SMPLR_PATH", "JL_FORMAT", "hip_indices", "hip_centre", "input_centre",
            "relative_vectors", "pose_features", "shape_features", "rot6d_to_matrix"]
@@ -249,14 +250,16 @@ def load_smplr(path=None, *, device=None, dtype=torch.float32) -> SMPLR:
     """SMPLR from a weight file written by :mod:`fitkit.init.smplr_train`.
 
     Args:
-        path: default :data:`DEFAULT_SMPLR_PATH` (the shipped open weights);
-            relative paths are looked up in the current folder, then in the
-            fitkit checkout.
+        path: default :data:`DEFAULT_SMPLR_PATH` (the shipped open weights,
+            :func:`fitkit.shipped.weight_path`); relative paths are looked up in
+            the current folder, then among the shipped weights.
     Raises:
         ModelFileError naming the file when it is missing or not SMPLR weights.
     """
-    p = resolve_weight_path(path or DEFAULT_SMPLR_PATH, "SMPLR weights",
-                            hint="tools/train_smplr.py writes them")
+    if path is None:
+        p = weight_path(DEFAULT_SMPLR_PATH)
+    else:
+        p = resolve_weight_path(path, "SMPLR weights", hint="tools/train_smplr.py writes them")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds on corrupt files

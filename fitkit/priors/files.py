@@ -3,9 +3,10 @@
 A recipe names a prior's weights by path (``path: priors/open_vposer.pt``,
 ``path: ${FITKIT_PRIORS}/gmm_08.pkl``, ``path: /data/V02_05.ckpt``).
 :func:`resolve_weight_path` expands ``~`` and environment variables, then
-looks for a relative path first in the current folder and then in the
-fitkit checkout (the folder holding ``priors/`` and ``fitting_configs/``),
-so the shipped open weights are found from anywhere.
+looks for a relative path first in the current folder and then among the
+weights shipped with fitkit (:func:`fitkit.shipped.weight_path`: recipes write
+``priors/open_gmm_08.pkl``), so the open weights are found from any folder,
+in a checkout or an installed wheel alike.
 """
 from __future__ import annotations
 
@@ -14,17 +15,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Union
 
+from fitkit import shipped
 from fitkit.errors import ModelFileError, ParameterError
 
-__all__ = ["PriorFileNotFoundError", "resolve_weight_path", "plain_metadata", "file_sha256", "frozen_copy", "PRIORS_DIR",
-           "REPO_DIR"]
+__all__ = ["PriorFileNotFoundError", "resolve_weight_path", "plain_metadata", "file_sha256", "frozen_copy"]
 
 PathLike = Union[str, os.PathLike]
-
-#: The fitkit checkout (parent of the ``fitkit`` package).
-REPO_DIR = Path(__file__).resolve().parents[2]
-#: Shipped open weights and their model cards.
-PRIORS_DIR = REPO_DIR / "priors"
 
 
 class PriorFileNotFoundError(ModelFileError, FileNotFoundError):
@@ -47,14 +43,16 @@ def resolve_weight_path(path: PathLike, what: str, hint: str = "") -> Path:
         PriorFileNotFoundError: naming every place that was tried.
     """
     p = expand(path)
-    tried = [p]
+    if p.is_file():
+        return p.resolve()
+    where = str(p)
     if not p.is_absolute():
-        tried.append(REPO_DIR / p)
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate.resolve()
+        where += f" in {Path.cwd()}"
+        try:
+            return shipped.weight_path(p.as_posix()).resolve()
+        except shipped.NotShippedError:
+            where += f", and among the shipped weights {shipped.weight_names()}"
     unset = " (an environment variable in it is unset, e.g. FITKIT_PRIORS)" if "$" in str(p) else ""
-    where = " or ".join(str(c) for c in tried)
     raise PriorFileNotFoundError(f"{path}: {what} not found{unset} (looked for {where})"
                                  + (f"; {hint}" if hint else ""))
 

@@ -1,0 +1,1 @@
+"""Shipped data, not code: found through fitkit.shipped (setup.py maps this folder into the package)."""
