@@ -22,7 +22,12 @@ def matrix_to_rot6d(R: torch.Tensor) -> torch.Tensor:
 
 
 def rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
-    """(..., 6) -> (..., 3, 3) rotations by Gram–Schmidt on the two 3-vectors."""
+    """(..., 6) -> (..., 3, 3) rotations by Gram–Schmidt on the two 3-vectors.
+
+    The same numbers as ``roma.special_gramschmidt`` on the columns (tested), written
+    out because this column-first layout would reach roma only through a
+    transposed view, 10-20 % slower (docs/conventions.md).
+    """
     a, b = x[..., :3], x[..., 3:]
     c0 = torch.nn.functional.normalize(a, dim=-1)
     b = b - (c0 * b).sum(-1, keepdim=True) * c0
@@ -46,36 +51,12 @@ def matrix_to_interleaved_rot6d(R: torch.Tensor) -> torch.Tensor:
 def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
     """(..., 3, 3) rotations -> (..., 3) axis-angle with angle in [0, pi].
 
-    Goes through a unit quaternion chosen with the largest of its four
-    components computed directly (numerically safe near 0 and near pi).
+    :func:`roma.rotmat_to_rotvec`: a unit quaternion by Markley's variant of
+    Shepperd's method (the best-conditioned of four candidates), then its
+    rotation vector with a series for sin(x)/x near 0, so values and gradients
+    are finite at angle 0 and accurate up to pi (tools/bench_replacements.py).
     """
-    m = R
-    tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    # Squared quaternion components, each from a different combination of the diagonal.
-    cand = torch.stack([1 + tr, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                        1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2],
-                        1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], dim=-1)
-    k = cand.argmax(dim=-1, keepdim=True)
-    s = torch.sqrt(cand.gather(-1, k).clamp(min=1e-12)) * 2  # 4 * |q_k|
-    s = s[..., 0]
-    w_from = torch.stack([
-        torch.stack([s / 4, (m[..., 2, 1] - m[..., 1, 2]) / s, (m[..., 0, 2] - m[..., 2, 0]) / s,
-                     (m[..., 1, 0] - m[..., 0, 1]) / s], -1),
-        torch.stack([(m[..., 2, 1] - m[..., 1, 2]) / s, s / 4, (m[..., 0, 1] + m[..., 1, 0]) / s,
-                     (m[..., 0, 2] + m[..., 2, 0]) / s], -1),
-        torch.stack([(m[..., 0, 2] - m[..., 2, 0]) / s, (m[..., 0, 1] + m[..., 1, 0]) / s, s / 4,
-                     (m[..., 1, 2] + m[..., 2, 1]) / s], -1),
-        torch.stack([(m[..., 1, 0] - m[..., 0, 1]) / s, (m[..., 0, 2] + m[..., 2, 0]) / s,
-                     (m[..., 1, 2] + m[..., 2, 1]) / s, s / 4], -1),
-    ], dim=-2)  # (..., 4 choices, 4 quaternion components w, x, y, z)
-    q = w_from.gather(-2, k[..., None].expand(*k.shape[:-1], 1, 4))[..., 0, :]
-    q = q * torch.where(q[..., :1] < 0, -1.0, 1.0)  # w >= 0 -> angle in [0, pi]
-    vec = q[..., 1:]
-    sin_half = vec.norm(dim=-1, keepdim=True)
-    angle = 2 * torch.atan2(sin_half, q[..., :1])
-    # angle / sin(angle/2) -> 2 as the angle -> 0
-    factor = torch.where(sin_half > 1e-6, angle / sin_half.clamp(min=1e-12), 2.0 + angle * angle / 12)
-    return vec * factor
+    return roma.rotmat_to_rotvec(R)
 
 
 def axis_angle_to_rot6d(aa: torch.Tensor) -> torch.Tensor:
