@@ -30,11 +30,14 @@ def run(tmp_path_factory):
     spec.loader.exec_module(module)
     elsewhere = tmp_path_factory.mktemp("cwd")
     out = tmp_path_factory.mktemp("example") / "out"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(elsewhere)
-        mp.setenv("OMP_NUM_THREADS", "1")
-        torch.set_num_threads(1)
-        got = module.main([str(out)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(elsewhere)
+            got = module.main([str(out)])
+    finally:
+        torch.set_num_threads(threads)
     assert not any(elsewhere.iterdir()), "the example wrote into the current folder"
     return got
 
