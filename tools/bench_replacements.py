@@ -25,9 +25,45 @@ from scipy.spatial.transform import Rotation
 
 from fitkit.body.lbs import axis_angle_to_matrix
 from fitkit.eval.metrics import procrustes_align
-from fitkit.fitting.rotations import matrix_to_axis_angle, rot6d_to_matrix
+from fitkit.fitting.rotations import rot6d_to_matrix
 
 F64 = torch.float64
+
+
+def former_matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
+    """fitkit's hand-written matrix -> axis-angle before it moved to roma (commit 9f35714), kept
+    here only to measure against: (..., 3, 3) -> (..., 3), angle in [0, pi].
+
+    Goes through a unit quaternion chosen with the largest of its four
+    components computed directly (numerically safe near 0 and near pi).
+    """
+    m = R
+    tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    # Squared quaternion components, each from a different combination of the diagonal.
+    cand = torch.stack([1 + tr, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+                        1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2],
+                        1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], dim=-1)
+    k = cand.argmax(dim=-1, keepdim=True)
+    s = torch.sqrt(cand.gather(-1, k).clamp(min=1e-12)) * 2  # 4 * |q_k|
+    s = s[..., 0]
+    w_from = torch.stack([
+        torch.stack([s / 4, (m[..., 2, 1] - m[..., 1, 2]) / s, (m[..., 0, 2] - m[..., 2, 0]) / s,
+                     (m[..., 1, 0] - m[..., 0, 1]) / s], -1),
+        torch.stack([(m[..., 2, 1] - m[..., 1, 2]) / s, s / 4, (m[..., 0, 1] + m[..., 1, 0]) / s,
+                     (m[..., 0, 2] + m[..., 2, 0]) / s], -1),
+        torch.stack([(m[..., 0, 2] - m[..., 2, 0]) / s, (m[..., 0, 1] + m[..., 1, 0]) / s, s / 4,
+                     (m[..., 1, 2] + m[..., 2, 1]) / s], -1),
+        torch.stack([(m[..., 1, 0] - m[..., 0, 1]) / s, (m[..., 0, 2] + m[..., 2, 0]) / s,
+                     (m[..., 1, 2] + m[..., 2, 1]) / s, s / 4], -1),
+    ], dim=-2)  # (..., 4 choices, 4 quaternion components w, x, y, z)
+    q = w_from.gather(-2, k[..., None].expand(*k.shape[:-1], 1, 4))[..., 0, :]
+    q = q * torch.where(q[..., :1] < 0, -1.0, 1.0)  # w >= 0 -> angle in [0, pi]
+    vec = q[..., 1:]
+    sin_half = vec.norm(dim=-1, keepdim=True)
+    angle = 2 * torch.atan2(sin_half, q[..., :1])
+    # angle / sin(angle/2) -> 2 as the angle -> 0
+    factor = torch.where(sin_half > 1e-6, angle / sin_half.clamp(min=1e-12), 2.0 + angle * angle / 12)
+    return vec * factor
 
 #: angle classes the fitting code meets: the zero pose, tiny, small, ordinary, and up to pi
 ANGLES = {"0": 0.0, "1e-7": 1e-7, "1e-5": 1e-5, "1e-3": 1e-3, "0.1": 0.1, "1.0": 1.0, "2.5": 2.5,
@@ -90,7 +126,7 @@ def _tangent_jacobian(fn, R0: torch.Tensor) -> torch.Tensor:
 
 def matrix_to_rotvec_exactness(n: int = 64) -> dict:
     """Max |value error| (sign-free at pi) and max |tangent-Jacobian error| of matrix -> axis-angle."""
-    impls = {"fitkit (matrix_to_axis_angle)": matrix_to_axis_angle, "roma.rotmat_to_rotvec": roma.rotmat_to_rotvec}
+    impls = {"fitkit former (quaternion code)": former_matrix_to_axis_angle, "roma.rotmat_to_rotvec": roma.rotmat_to_rotvec}
     rows = {}
     h = 1e-6
     for label, angle in ANGLES.items():
@@ -184,7 +220,7 @@ def speed(threads: int) -> dict:
             out.setdefault("axis-angle -> matrix (fwd+bwd)", {})[key] = {"fitkit s": t_own, "roma s": t_lib,
                                                                         "roma / fitkit": t_lib / t_own}
             Rm = axis_angle_to_matrix(r)
-            t_own = _median_time(fwd_bwd(matrix_to_axis_angle, Rm))
+            t_own = _median_time(fwd_bwd(former_matrix_to_axis_angle, Rm))
             t_lib = _median_time(fwd_bwd(roma.rotmat_to_rotvec, Rm))
             out.setdefault("matrix -> axis-angle (fwd+bwd)", {})[key] = {"fitkit s": t_own, "roma s": t_lib,
                                                                         "roma / fitkit": t_lib / t_own}

@@ -25,8 +25,8 @@ def rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
     """(..., 6) -> (..., 3, 3) rotations by Gram–Schmidt on the two 3-vectors.
 
     The same numbers as ``roma.special_gramschmidt`` on the columns (tested), written
-    out because this column-first layout would reach roma only through a
-    transposed view, 10-20 % slower (docs/conventions.md).
+    out because this column-first layout reaches roma only through a transposed
+    view, which was not faster (docs/conventions.md).
     """
     a, b = x[..., :3], x[..., 3:]
     c0 = torch.nn.functional.normalize(a, dim=-1)

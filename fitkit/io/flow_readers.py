@@ -21,8 +21,8 @@ starts with the file name.
 
 The ``.flo`` code is fitkit's own although OpenCV has ``cv2.readOpticalFlow``:
 OpenCV returns None without a reason for a missing, corrupt or truncated file,
-keeps the "unknown" marker as a number, and read a 1920x1080 file 2x slower
-here (tools/bench_replacements.py). tests/test_flo_cv2.py checks that both
+keeps the "unknown" marker as a number, and read a 1920x1080 file 1.2-2x
+slower here (tools/bench_replacements.py). tests/test_flo_cv2.py checks that both
 read and write the same bytes and values.
 """
 from __future__ import annotations
