@@ -178,7 +178,7 @@ def test_video_every_and_empty_frames(tmp_path, fake):
     obs = load_observations(out)
     assert obs.frame_ids == ["frame_000000", "frame_000002", "frame_000004", "frame_000006"]
     assert obs.track_ids == ["clip"] * 4 and obs.frame_numbers == [0, 1, 2, 3]
-    assert obs.image_paths is None
+    assert obs.image_paths == [f"{video}#{i}" for i in (0, 2, 4, 6)]  # the frames overlays read back
     np.testing.assert_array_equal(obs.image_size.numpy(), [[48, 32]] * 4)
     assert obs.has_evidence.tolist() == [True, False, False, True]
     assert summary["no_detection"] == ["frame_000002", "frame_000004"]

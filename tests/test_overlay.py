@@ -37,7 +37,7 @@ def _is_red(px):
 def test_keypoints_drawn_on_grey_canvas(tmp_path):
     observed = np.array([[50.0, 50.0, 1.0], [150.0, 30.0, 0.0], [100.0, 70.0, 0.8]])
     fitted = np.array([[60.0, 50.0], [170.0, 85.0], [112.0, 80.0]])
-    out = draw_overlay(tmp_path / "ov.png", image_size=(200, 100), observed=observed, fitted=fitted)
+    out = draw_overlay(tmp_path / "ov.png", image_size=(200, 100), observed=observed, fitted=fitted, legend=False)
     assert out == tmp_path / "ov.png"
     assert os.listdir(tmp_path) == ["ov.png"]  # no temporary file left
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -63,7 +63,7 @@ def test_image_array_is_kept_outside_the_drawing(tmp_path):
     image = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
     before = image.copy()
     out = draw_overlay(tmp_path / "a.png", image=image, observed=np.array([[40.0, 30.0, 1.0]]),
-                       fitted=np.array([[42.0, 31.0]]))
+                       fitted=np.array([[42.0, 31.0]]), legend=False)
     img = _read(out)
     assert img.shape == (60, 80, 3)
     assert np.array_equal(image, before)  # the caller's array is not modified
@@ -112,7 +112,7 @@ def _two_triangles():
 def test_filled_mesh_is_painted_far_to_near(tmp_path, faces):
     mesh, depth = _two_triangles()
     img = _read(draw_overlay(tmp_path / "m.png", image_size=(100, 100), mesh_2d=mesh, faces=faces,
-                             mesh_depth=depth)).astype(float)
+                             mesh_depth=depth, legend=False)).astype(float)
     color = np.asarray(overlay.MESH_COLOR, float)
     a = overlay.MESH_ALPHA
 
@@ -166,7 +166,8 @@ def test_large_mesh_draws_quickly(tmp_path):
     verts, faces, depth = _grid_mesh()
     assert len(verts) >= 13718
     kps = np.concatenate([verts[::600], np.ones((len(verts[::600]), 1))], axis=1)
-    args = dict(image_size=(1000, 1000), observed=kps, fitted=kps[:, :2] + 3, mesh_2d=verts, faces=faces)
+    args = dict(image_size=(1000, 1000), observed=kps, fitted=kps[:, :2] + 3, mesh_2d=verts, faces=faces,
+                legend=False)
     draw_overlay(tmp_path / "warm.png", mesh_depth=depth, **args)  # imports and first-call costs
     for name, d in (("filled.png", depth), ("wire.png", None)):
         start = time.perf_counter()
@@ -174,3 +175,243 @@ def test_large_mesh_draws_quickly(tmp_path):
         assert time.perf_counter() - start < 1.0, name
     filled = _read(tmp_path / "filled.png")
     assert (filled[500, 500] != GREY).any() and (filled[10, 10] == GREY).all()
+
+
+# ---------------------------------------------------------------- legend, scaling, side views
+
+def test_legend_and_frame_id_are_drawn_in_their_box():
+    from fitkit.viz.overlay import compose_overlay, legend_box
+
+    observed = np.array([[300.0, 200.0, 1.0], [320.0, 260.0, 1.0]])
+    fitted = np.array([[303.0, 204.0], [320.0, 250.0]])
+    args = dict(image_size=(400, 300), observed=observed, fitted=fitted)
+    plain = compose_overlay(legend=False, **args)
+    with_id = compose_overlay(frame_id="frame_000042", **args)
+    no_id = compose_overlay(**args)
+    x0, y0, x1, y1 = legend_box(plain.shape, lines=4)  # frame, error, observed, fitted
+    assert x1 < 300 and y1 < 190  # the keypoints lie outside the box
+    outside = np.ones(plain.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(with_id[outside], plain[outside])  # only the box changes
+    assert (with_id[y0:y1, x0:x1] != plain[y0:y1, x0:x1]).any(axis=2).mean() > 0.3  # darkened box and text
+    assert not np.array_equal(with_id, no_id)  # the frame id line is there
+    # swatches: a green circle and a red cross inside the box
+    box = with_id[y0:y1, x0:x1].reshape(-1, 3).astype(int)
+    assert any(_is_green(px) for px in box) and any(_is_red(px) for px in box)
+    # the 2D error: (5 + 10) / 2 = 7.5 px computed when not given; a given value replaces it
+    assert np.array_equal(compose_overlay(error_px=7.5, **args), no_id)
+    assert not np.array_equal(compose_overlay(error_px=70.5, **args), no_id)
+    # a fitted point at NaN makes the computed error "n/a", not a crash
+    bad = compose_overlay(image_size=(400, 300), observed=observed, fitted=np.full((2, 2), np.nan))
+    assert bad.shape == plain.shape
+
+
+def _circle_centre(img):
+    """Centroid of the green channel over a black background (the observed circle is symmetric)."""
+    g = img[..., 1].astype(float) - img[..., 2]  # green minus red: the circle, not the legend
+    g[g < 0] = 0
+    ys, xs = np.indices(g.shape)
+    return (xs * g).sum() / g.sum(), (ys * g).sum() / g.sum()
+
+
+def test_half_size_image_scales_the_coordinates():
+    from fitkit.viz.overlay import compose_overlay
+
+    observed = np.array([[1001.0, 601.0, 1.0]])
+    full = compose_overlay(image=np.zeros((1200, 2000, 3), np.uint8), image_size=(2000, 1200),
+                           observed=observed, legend=False)
+    half = compose_overlay(image=np.zeros((600, 1000, 3), np.uint8), image_size=(2000, 1200),
+                           observed=observed, legend=False)
+    assert half.shape == (600, 1000, 3)
+    cx, cy = _circle_centre(full)
+    assert abs(cx - 1001) < 0.3 and abs(cy - 601) < 0.3
+    # pixel centres scale as (u + 0.5) / 2 - 0.5: (1001, 601) -> (500.25, 300.25)
+    cx, cy = _circle_centre(half)
+    assert abs(cx - 500.25) < 0.3 and abs(cy - 300.25) < 0.3, (cx, cy)
+    # a slightly different aspect ratio (within 3 %) is accepted, a crop is not
+    compose_overlay(image=np.zeros((610, 1000, 3), np.uint8), image_size=(2000, 1200), observed=observed)
+    with pytest.raises(ParameterError, match=r"image is 1000x800 but image_size is \(2000, 1200\).*aspect"):
+        compose_overlay(image=np.zeros((800, 1000, 3), np.uint8), image_size=(2000, 1200), observed=observed)
+
+
+def test_side_views_are_appended_at_the_image_height(tmp_path):
+    from fitkit.viz.overlay import compose_overlay
+
+    view = np.zeros((50, 40, 3), np.uint8)
+    view[:, :20] = (255, 0, 0)
+    view[:, 20:] = (0, 0, 255)
+    out = compose_overlay(image_size=(120, 100), side_views=[view, np.full((100, 30, 3), 77, np.uint8)],
+                          legend=False)
+    assert out.shape == (100, 120 + 80 + 30, 3)
+    assert (out[:, :120] == GREY).all()
+    assert (out[:, 125:155] == (255, 0, 0)).all() and (out[:, 165:195] == (0, 0, 255)).all()
+    assert (out[:, 200:] == 77).all()
+    written = _read(draw_overlay(tmp_path / "s.png", image_size=(120, 100), side_views=[view], legend=False))
+    assert written.shape == (100, 200, 3)
+    with pytest.raises(ParameterError, match=r"side_views\[0\]"):
+        compose_overlay(image_size=(120, 100), side_views=[np.zeros((5, 5), np.uint8)])
+
+
+def test_frame_selection_parser():
+    from fitkit.viz.overlay import parse_frame_selection
+
+    ids = [f"frame_{i:06d}" for i in range(100)]
+    assert parse_frame_selection("all", ids) == list(range(100))
+    assert parse_frame_selection(True, ids) == list(range(100))
+    assert parse_frame_selection("0,10,50", ids) == [0, 10, 50]
+    assert parse_frame_selection("frame_000010, 3", ids) == [3, 10]
+    assert parse_frame_selection("::10", ids) == list(range(0, 100, 10))
+    assert parse_frame_selection("0:20:5,90:", ids) == [0, 5, 10, 15] + list(range(90, 100))
+    assert parse_frame_selection("50,50,0:51:50", ids) == [0, 50]
+    # a frame id wins over an index of the same spelling
+    assert parse_frame_selection("1", ["5", "1"]) == [1]
+    assert parse_frame_selection("0", ["5", "1"]) == [0]
+    for spec, message in (("100", r"'100' is outside the indices 0..99"), ("frame_x", r"'frame_x' is neither"),
+                          ("0:200", r"'0:200' is out of range .*stop 0..100"), ("::0", "step >= 1"),
+                          ("1:2:3:4", "not start:stop:step"), ("a:b", "integers"), ("1,,2", "empty entry"),
+                          ("-1", "outside the indices 0..99")):
+        with pytest.raises(ParameterError, match=message):
+            parse_frame_selection(spec, ids)
+
+
+# ---------------------------------------------------------------- images from readers and videos
+
+def _zero_fit_arrays(n, size):
+    """Result arrays of n frames: the open body upright facing the camera 3 m ahead, default camera."""
+    w, h = size
+    f = float(np.hypot(w, h))
+    rotation = np.zeros((n, 3))
+    rotation[:, 0] = np.pi
+    return {"global_orient": rotation, "body_pose": np.zeros((n, 69)), "betas": np.zeros((n, 10)),
+            "transl": np.tile([0.0, 0.3, 3.0], (n, 1)), "err2d_px": np.full(n, 4.25),
+            "intrinsics": np.tile(np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]]), (n, 1, 1))}
+
+
+def _write_extras(obs, tmp_path, **args):
+    from types import SimpleNamespace
+
+    import torch
+
+    from fitkit.body import load_body_model
+    from fitkit.commands.fit import _write_extras as write
+
+    ns = SimpleNamespace(**{"meshes": False, "overlays": "all", **args})
+    size = tuple(int(v) for v in obs.image_size[0].tolist())
+    calls = []
+    files = write(ns, load_body_model("open"), obs, _zero_fit_arrays(len(obs), size), tmp_path / "out",
+                  torch.device("cpu"), progress=lambda done, total: calls.append((done, total)))
+    return files, calls
+
+
+def test_openpose_images_beside_the_json_are_used(tmp_path):
+    import json
+
+    from fitkit.io.keypoint_readers import read_keypoints
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(2):
+        kp = np.zeros((25, 3))
+        kp[1] = (80 + i, 30, 0.9)
+        (folder / f"clip_{i:06d}_keypoints.json").write_text(json.dumps(
+            {"people": [{"pose_keypoints_2d": kp.ravel().tolist()}]}))
+        images.append(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+        cv2.imwrite(str(folder / f"clip_{i:06d}.png"), images[-1])
+    obs = read_keypoints(folder)  # sizes from the images beside the json files
+    assert obs.image_paths == [str(folder / f"clip_{i:06d}.png") for i in range(2)]
+    assert obs.image_size.tolist() == [[160.0, 120.0]] * 2
+    files, calls = _write_extras(obs, tmp_path, overlays="clip_000001")
+    assert [f.name for f in files] == ["clip_000001.png"] and calls == [(1, 1)]
+    img = _read(files[0])
+    # the bottom-right corner (no legend, no body there) is the frame's own image, not grey
+    assert np.array_equal(img[100:, 140:], images[1][100:, 140:])
+    # without images beside the json there are no image paths (and a size must be given)
+    for p in folder.glob("*.png"):
+        p.unlink()
+    assert read_keypoints(folder, image_size=(160, 120)).image_paths is None
+
+
+def _tiny_video(path, frames):
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    cap = cv2.VideoCapture(str(path))  # what a decoder gives back (MJPG is lossy)
+    decoded = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        decoded.append(frame)
+    cap.release()
+    assert len(decoded) == len(frames)
+    return decoded
+
+
+def test_video_observations_draw_on_the_video_frames(tmp_path):
+    from fitkit.io.observations import Observations, load_observations, save_observations
+
+    frames = []
+    for i in range(6):
+        frame = np.zeros((96, 128, 3), np.uint8)
+        frame[:, :, 0] = 40 * i  # each frame its own colour
+        frame[:, :, 2] = np.arange(128, dtype=np.uint8)[None, :] * 2
+        frames.append(frame)
+    video = tmp_path / "walk.avi"
+    decoded = _tiny_video(video, frames)
+    kp = np.zeros((6, 25, 3))
+    kp[:, 1] = (60, 20, 1.0)
+    obs = Observations.from_arrays(kp, "body25", (128, 96), frame_ids=[f"frame_{i:06d}" for i in range(6)],
+                                   image_paths=[f"{video}#{i}" for i in range(6)], track_ids=["walk"] * 6)
+    obs = load_observations(save_observations(tmp_path / "obs.npz", obs))  # the reference survives the file
+    assert obs.image_paths[4] == f"{video}#4"
+    files, calls = _write_extras(obs, tmp_path, overlays="1,frame_000004")
+    assert [f.name for f in files] == ["frame_000001.png", "frame_000004.png"] and calls == [(1, 2), (2, 2)]
+    for f, i in zip(files, (1, 4)):
+        img = _read(f)
+        corner = (slice(80, None), slice(100, None))
+        assert np.array_equal(img[corner], decoded[i][corner]), f
+        assert not np.array_equal(img[corner], decoded[i - 1][corner])
+
+
+def test_video_frames_read_forwards_and_reopen(tmp_path):
+    from fitkit.viz.overlay import VideoFrames
+
+    frames = [np.full((32, 48, 3), 30 * i, np.uint8) for i in range(5)]
+    video = tmp_path / "v.avi"
+    decoded = _tiny_video(video, frames)
+    with VideoFrames() as reader:
+        assert np.array_equal(reader.frame(video, 1), decoded[1])
+        assert np.array_equal(reader.frame(video, 1), decoded[1])  # the same frame twice
+        assert np.array_equal(reader.frame(video, 3), decoded[3])
+        assert np.array_equal(reader.frame(video, 0), decoded[0])  # backwards: reopened
+        with pytest.raises(ParameterError, match="ends before frame 9"):
+            reader.frame(video, 9)
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        VideoFrames().frame(tmp_path / "nope.mp4", 0)
+    # draw_overlay reads a single video frame from a '#' reference too
+    img = compose_overlay_of(video, 2)
+    assert np.array_equal(img, decoded[2])
+
+
+def compose_overlay_of(video, index):
+    from fitkit.viz.overlay import compose_overlay
+
+    return compose_overlay(image=f"{video}#{index}", image_size=(48, 32), legend=False)
+
+
+def test_video_references_are_validated(tmp_path):
+    from fitkit.errors import ObservationError
+    from fitkit.io.observations import Observations, video_frame_ref
+
+    assert video_frame_ref("a/b/run.MP4#12") == ("a/b/run.MP4", 12)
+    assert video_frame_ref("shot#1.png") is None and video_frame_ref("img.png") is None
+    kp = np.zeros((1, 25, 3))
+    for entry, message in (("run.mp4", r"entry 0 \('run.mp4'\) is a video; name one frame as 'run.mp4#"),
+                           ("run.mp4#x", r"entry 0 .*frame index"), ("run.mp4#-3", r"entry 0 .*frame index")):
+        with pytest.raises(ObservationError, match="field 'image_paths' " + message):
+            Observations.from_arrays(kp, "body25", (10, 10), image_paths=[entry], source="obs.npz")

@@ -17,7 +17,9 @@ centred) and:
   ``<video stem>_frame_000123`` when several videos are given),
   ``track_ids`` = the video's stem, ``frame_numbers`` = 0, 1, 2, ... over the
   frames kept by ``--every`` (so consecutive samples stay temporal neighbours
-  for the sequence terms), no ``image_paths``.
+  for the sequence terms), ``image_paths`` = ``<video path>#<frame index>``
+  (the frame in the video, read back by ``fitkit fit --overlays``; see
+  :func:`fitkit.io.observations.video_frame_ref`).
 
 A frame where no person is detected is kept as an empty frame: every keypoint
 (0, 0, 0), i.e. "not observed" (the fit flags it ``no_evidence``); the summary
@@ -218,14 +220,19 @@ def run(args, detector_factory: Optional[DetectorFactory] = None) -> dict:
         extra["image_paths"] = [str(p) for p in inputs.images]
     else:
         tracks = _unique([p.stem for p in inputs.videos])
-        track_ids, numbers = [], []
+        track_ids, numbers, video_frames = [], [], []
         for path, track in zip(inputs.videos, tracks):
             prefix = f"{track}_" if len(inputs.videos) > 1 else ""
-            named = ((f"{prefix}frame_{index:06d}", image) for index, image in iter_video_rgb(path, args.every))
-            count = detect_all(named, _video_length(path, args.every), static=False)  # a fresh tracker per video
+
+            def named(path=path, prefix=prefix):
+                for index, image in iter_video_rgb(path, args.every):
+                    video_frames.append(f"{path}#{index}")  # the frame overlays read back (video_frame_ref)
+                    yield f"{prefix}frame_{index:06d}", image
+
+            count = detect_all(named(), _video_length(path, args.every), static=False)  # a fresh tracker per video
             track_ids.extend([track] * count)
             numbers.extend(range(count))
-        extra.update(track_ids=track_ids, frame_numbers=numbers)
+        extra.update(track_ids=track_ids, frame_numbers=numbers, image_paths=video_frames)
 
     obs = Observations.from_arrays(
         np.stack(frames.keypoints), KEYPOINT_FORMAT, np.asarray(frames.sizes, dtype=np.float64),

@@ -221,31 +221,92 @@ def _fit_chunk(model, obs, idx, init, recipe, device, progress, args) -> dict:
     return arrays
 
 
-def _write_extras(args, model, obs, arrays, out_dir: Path, device) -> list[Path]:
-    from fitkit.viz.overlay import draw_overlay
+def _write_extras(args, model, obs, arrays, out_dir: Path, device, progress=None) -> list[Path]:
+    """Write ``OUT/meshes/<frame id>.obj`` (every frame, ``--meshes``) and
+    ``OUT/overlays/<frame id>.png`` (the frames ``--overlays [FRAMES]`` selects,
+    see :func:`fitkit.viz.overlay.parse_frame_selection`; ``True`` means all),
+    with the body's side and top views beside each overlay under ``--side-views``.
 
+    Overlays are drawn on the frame's image (``obs.image_paths``; a
+    ``<video>#<index>`` entry is read from the video, forwards, one capture per
+    video), else on a grey canvas. ``progress(done, total)``, when given, is
+    called after each overlay is written; each file is also logged at debug level.
+    Returns the paths written.
+    """
+    from fitkit.viz.overlay import VideoFrames, draw_overlay
+    from fitkit.io.observations import video_frame_ref
+
+    overlay_rows = set(overlay_selection(args, obs))
+    meshes = bool(getattr(args, "meshes", False))
+    side_views = bool(getattr(args, "side_views", False))
+    mesh_kwargs = _mesh_axes_kwargs(getattr(args, "axes", None))
+    rows = range(len(obs)) if meshes else sorted(overlay_rows)
     files = []
     faces = model.faces.cpu().numpy()
-    for i, fid in enumerate(obs.frame_ids):
-        p = {k: torch.as_tensor(arrays[k][i:i + 1], dtype=model.dtype, device=device)
-             for k in ("global_orient", "body_pose", "betas", "transl")}
-        out = model(p["global_orient"], p["body_pose"], p["betas"], p["transl"], vertices="all",
-                    keypoints=obs.keypoint_format)
-        if args.meshes:
-            files.append(write_obj(out_dir / "meshes" / f"{fid}.obj", out.vertices[0], model.faces))
-        if args.overlays:
+    done, total = 0, len(overlay_rows)
+    with VideoFrames() as videos:
+        for i in rows:
+            fid = obs.frame_ids[i]
+            p = {k: torch.as_tensor(arrays[k][i:i + 1], dtype=model.dtype, device=device)
+                 for k in ("global_orient", "body_pose", "betas", "transl")}
+            out = model(p["global_orient"], p["body_pose"], p["betas"], p["transl"], vertices="all",
+                        keypoints=obs.keypoint_format)
+            if meshes:
+                files.append(write_obj(out_dir / "meshes" / f"{fid}.obj", out.vertices[0], model.faces,
+                                       **mesh_kwargs))
+                log.debug("wrote mesh %s", files[-1])
+            if i not in overlay_rows:
+                continue
             K = torch.as_tensor(arrays["intrinsics"][i:i + 1], dtype=model.dtype, device=device)
             v2d = project(out.vertices, K)[0].cpu().numpy()
             k2d = project(out.keypoints, K)[0].cpu().numpy()
             image = None
             if obs.image_paths is not None and obs.image_paths[i]:
                 image = obs.image_paths[i]
+                ref = video_frame_ref(image)
+                if ref is not None:
+                    image = videos.frame(*ref)
             size = tuple(int(s) for s in obs.image_size[i].tolist())
+            views = None
+            if side_views:
+                from fitkit.viz.views import render_body_views
+
+                height = min(size[1], 720)
+                views = render_body_views(out.vertices[0], faces, size=(max(8, round(0.75 * height)), max(8, height)))
+            error = float(arrays["err2d_px"][i]) if "err2d_px" in arrays else None
             files.append(draw_overlay(out_dir / "overlays" / f"{fid}.png", image=image, image_size=size,
                                       observed=obs.keypoints[i].cpu().numpy(), fitted=k2d, mesh_2d=v2d,
                                       faces=faces, mesh_depth=out.vertices[0, :, 2].cpu().numpy(),
-                                      skeleton_format=obs.keypoint_format))
+                                      skeleton_format=obs.keypoint_format, frame_id=fid, error_px=error,
+                                      side_views=views))
+            done += 1
+            log.debug("overlay %d/%d: %s", done, total, files[-1])
+            if progress is not None:
+                progress(done, total)
     return files
+
+
+def overlay_selection(args, obs) -> list[int]:
+    """Rows ``--overlays [FRAMES]`` selects: [] when absent (None/False), all rows for True or ``all``.
+    Raises ParameterError naming a bad entry (call it before fitting to fail early)."""
+    from fitkit.viz.overlay import parse_frame_selection
+
+    spec = getattr(args, "overlays", None)
+    if spec is None or spec is False:
+        return []
+    return parse_frame_selection("all" if spec is True else spec, obs.frame_ids)
+
+
+def _mesh_axes_kwargs(axes) -> dict:
+    """``{'axes': axes}`` when :func:`fitkit.io.mesh.write_obj` takes an ``axes`` argument, else {}
+    (then only the default OpenCV axes can be written)."""
+    import inspect
+
+    if "axes" in inspect.signature(write_obj).parameters:
+        return {"axes": axes or "opencv"}
+    if axes not in (None, "opencv"):
+        raise FitkitError(f"--axes {axes}: this fitkit's mesh writer only writes OpenCV axes")
+    return {}
 
 
 def print_summary(summary: dict) -> None:

@@ -188,6 +188,11 @@ def _read_openpose_files(files: list[Path], source: str, *, image_size, person, 
     if image_folder is not None:
         found = [_find_image(Path(image_folder), fid) for fid in frame_ids]
         image_paths = ["" if p is None else str(p) for p in found]
+    else:
+        # OpenPose writes <name>_keypoints.json for <name>.png/.jpg: use such images when they sit beside the json
+        found = [_find_image(f.parent, fid) for f, fid in zip(files, frame_ids)]
+        if any(p is not None for p in found):
+            image_paths = ["" if p is None else str(p) for p in found]
     sizes = _size_rows(image_size, frame_ids, source, "frame")
     if sizes is None:
         if image_paths is None:
@@ -217,6 +222,9 @@ def read_openpose_folder(folder, *, image_size=None, person: PersonChoice = "lar
         format: must name BODY_25 ('body25' or an alias).
         image_folder: optional folder of the frames' images, named
             ``<frame id>.png/.jpg/...``; fills ``image_paths`` ('' when missing).
+            Without it, images named so beside the json files are used (OpenPose's
+            ``<name>_keypoints.json`` next to ``<name>.png``); ``image_paths`` is
+            None when there are none.
         dtype: floating dtype of the tensors.
     Raises:
         ObservationError naming the file and the field for malformed JSON,

@@ -62,6 +62,22 @@ OPTIONAL_ENTRIES = ("intrinsics", "bbox", "frame_ids", "image_paths", "track_ids
                     "keypoints3d")
 #: File entries ``dense_<name>`` hold the dense cue ``<name>`` (see :attr:`Observations.dense`).
 DENSE_PREFIX = "dense_"
+#: File suffixes (lower case) that make an ``image_paths`` entry a video: ``<video>#<frame index>``.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
+
+
+def video_frame_ref(entry: str) -> Optional[tuple[str, int]]:
+    """``(video path, frame index)`` when an ``image_paths`` entry names a video frame, else None.
+
+    A video frame is written ``<video>#<index>``: a path whose suffix is one of
+    :data:`VIDEO_SUFFIXES`, then ``#`` and the 0-based index of the frame in
+    decoding order (``cv2.VideoCapture``), e.g. ``clips/run.mp4#123``. The
+    index is not checked here (see ``_video_refs``).
+    """
+    path, sep, index = entry.rpartition("#")
+    if not sep or not Path(path).suffix.lower() in VIDEO_SUFFIXES:
+        return None
+    return path, int(index) if index.isdigit() else -1
 
 
 def default_frame_ids(n: int) -> list[str]:
@@ -503,6 +519,19 @@ def _names(values, field: str, source: str, n: int, ids: bool, unique: bool = Tr
     return out
 
 
+def _video_refs(paths: Optional[list[str]], source: str) -> Optional[list[str]]:
+    """``image_paths`` with every video entry checked to be ``<video>#<frame index>``."""
+    for i, p in enumerate(paths or []):
+        ref = video_frame_ref(p)
+        if ref is not None and ref[1] < 0:
+            raise _fail(source, "image_paths", f"entry {i} ({p!r}) must end in '#' and a frame index "
+                                               "(an integer >= 0) after the video path")
+        if ref is None and Path(p).suffix.lower() in VIDEO_SUFFIXES:
+            raise _fail(source, "image_paths", f"entry {i} ({p!r}) is a video; name one frame as "
+                                               f"'{p}#<frame index>'")
+    return paths
+
+
 def _validate(keypoints, keypoint_format, image_size, intrinsics, bbox, frame_ids, image_paths,
               source: str, repair: bool) -> dict:
     """Check every field as numpy float64; NaN keypoints repaired (with a warning) if ``repair``."""
@@ -568,7 +597,7 @@ def _validate(keypoints, keypoint_format, image_size, intrinsics, bbox, frame_id
     return {
         "keypoints": kp, "keypoint_format": fmt.name, "image_size": size, "intrinsics": intrinsics,
         "bbox": bbox, "frame_ids": _names(frame_ids, "frame_ids", source, n, ids=True),
-        "image_paths": _names(image_paths, "image_paths", source, n, ids=False),
+        "image_paths": _video_refs(_names(image_paths, "image_paths", source, n, ids=False), source),
         "invalid_keypoints": invalid,
     }
 
