@@ -28,11 +28,11 @@ import sys
 from fitkit import __version__
 
 # Literal copies so that --help needs no torch; tests/test_cli.py checks them against the library.
-PRIOR_CHOICES = ("gmm", "vposer", "cnf", "none")  # fitkit.priors.presets.PRIOR_NAMES
+PRIOR_CHOICES = ("none", "gmm", "vposer", "cnf")  # fitkit.priors.presets.PRIOR_NAMES
 KEYPOINT_FORMATS = ("body25", "coco25", "blazepose33")  # fitkit.body.keypoint_formats.FORMATS
 IMPORT_LAYOUTS = ("auto", "hmr", "cliff")  # fitkit.io.regressors.LAYOUTS
 MESH_AXES = ("opencv", "yup")  # fitkit.io.mesh.AXES
-DEMO_CLIPS = ("punch", "run", "spin", "dance_b", "turn_left1")
+DEMO_CLIPS = ("punch", "run", "spin", "dance_b", "turn_left1")  # fitkit.eval.video.video_clips()
 
 IMPLEMENTATIONS = {
     "demo": "fitkit.commands.demo",
@@ -286,20 +286,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (tests swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def configure_logging(verbose: int, quiet: bool) -> None:
     """Log lines of the ``fitkit`` logger go to stderr: INFO by default, DEBUG with -v, WARNING with -q."""
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    log.setLevel(level)
-    if not any(getattr(h, "_fitkit_cli", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler._fitkit_cli = True
+    log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    handler = next((h for h in log.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
         log.addHandler(handler)
         log.propagate = False
-    for h in log.handlers:
-        if getattr(h, "_fitkit_cli", False):
-            h.setStream(sys.stderr)  # pytest swaps sys.stderr between tests
-            h.setFormatter(logging.Formatter("[%(name)s] %(levelname)s: %(message)s" if verbose
-                                             else "%(message)s"))
+    handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s: %(message)s" if verbose else "%(message)s"))
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,6 @@ environment, docs/detect.md): the landmark order and the real detector on render
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from types import SimpleNamespace
@@ -14,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from fitkit.cli import build_parser
 from fitkit.body.keypoint_formats import get_format
 from fitkit.commands import detect as detect_cmd
 from fitkit.detect import (
@@ -108,12 +108,10 @@ def fake():
 
 
 def _args(inputs, output, **kw):
-    parser = argparse.ArgumentParser(prog="fitkit")
-    detect_cmd.add_parser(parser.add_subparsers(dest="command"))
     argv = ["detect", *map(str, inputs), "-o", str(output), "--quiet"]
     for k, v in kw.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def _png(path, w, h, value):

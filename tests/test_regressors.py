@@ -6,7 +6,6 @@ HMR-style regressor would output is fitted to it by least squares (written out
 here, not with fitkit.camera); rotations are checked with numpy's Rodrigues
 formula and SVD, not with roma.
 """
-import argparse
 import json
 import pickle
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from fitkit.cli import build_parser
 from fitkit.body import load_body_model
 from fitkit.commands import import_regressor
 from fitkit.io.observations import Observations, save_observations
@@ -364,9 +364,7 @@ def test_init_file_round_trips_through_load_params(tmp_path, scene, suffix):
 
 
 def _cli(argv):
-    parser = argparse.ArgumentParser(prog="fitkit")
-    import_regressor.add_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def test_cli_import_with_observations_uses_their_camera(tmp_path, scene, capsys):
