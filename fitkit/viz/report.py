@@ -421,7 +421,8 @@ class _FrameRenderer:
     def __init__(self, folder: FitFolder, model):
         self.folder = folder
         self.model = model
-        self.overlay_source = "none"
+        self.overlay_source = "none"  # 'existing' (OUT/overlays), 'rendered' (drawn here) or both
+        self._sources: set = set()
 
     def _geometry(self, rows):
         """(R, V, 3) vertices and (R, K, 2) projected keypoints (None without a keypoint set)."""
@@ -459,10 +460,9 @@ class _FrameRenderer:
             if img is None:
                 missing.append(j)
             images[j] = img
-        if len(missing) < len(rows):
-            self.overlay_source = "existing"
+        self._sources |= ({"existing"} if len(missing) < len(rows) else set()) | ({"rendered"} if missing else set())
+        self.overlay_source = "+".join(sorted(self._sources)) or "none"
         if missing:
-            self.overlay_source = "rendered" if self.overlay_source == "none" else "existing+rendered"
             sub = [rows[j] for j in missing]
             verts, v2d, kp2d, fmt = self._geometry(sub)
             faces = self.model.faces.cpu().numpy()
@@ -490,8 +490,6 @@ class _FrameRenderer:
         overlays = self.overlays(rows)
         verts = self._geometry(rows)[0]
         faces = self.model.faces.cpu().numpy()
-        views = [[img[:, :, ::-1] for img in render_body_views(v, faces, views=("side", "top"), size=VIEW_SIZE)]
-                 for v in verts]
         res = self.folder.result
         tracks, times = self.folder.track_ids, self.folder.time_indices
         out = ["<div class='frames'>"]
@@ -508,11 +506,23 @@ class _FrameRenderer:
                 where += f", time {times[r]}"
             caption = (f"<b>{_e(fid)}</b> (row {r}{_e(where)}): 2D error {_fmt(err)} px"
                        + (f"; <span style='color:{BAD}'>{_e(', '.join(flags))}</span>" if flags else "; all flags good"))
-            imgs = [_img(_data_uri(overlays[j], OVERLAY_SIDE), f"overlay {fid}")] if overlays[j] is not None else []
-            imgs += [_img(_data_uri(views[j][k], max(VIEW_SIZE)), f"{v} view {fid}") for k, v in enumerate(("side", "top"))]
+            has_views = self._has_views(overlays[j], r)
+            side = int(OVERLAY_SIDE * (2.2 if has_views else 1.0))
+            imgs = [_img(_data_uri(overlays[j], side), f"overlay {fid}")] if overlays[j] is not None else []
+            if not has_views:
+                views = render_body_views(verts[j], faces, views=("side", "top"), size=VIEW_SIZE)  # BGR
+                imgs += [_img(_data_uri(img[:, :, ::-1], max(VIEW_SIZE)), f"{name} view {fid}")
+                         for name, img in zip(("side", "top"), views)]
             out.append(f"<figure data-frame='{_e(fid)}'>{''.join(imgs)}<figcaption>{caption}</figcaption></figure>")
         out.append("</div>")
         return "".join(out)
+
+    def _has_views(self, overlay, row: int) -> bool:
+        """Whether an overlay is wider than its frame (``fitkit fit --side-views`` put views beside it)."""
+        if overlay is None:
+            return False
+        w, h = (float(v) for v in np.asarray(self.folder.result["image_size"][row]).tolist())
+        return overlay.shape[1] / overlay.shape[0] > 1.1 * w / h
 
     def video_strips_html(self, max_thumbs: int) -> str:
         folder = self.folder
