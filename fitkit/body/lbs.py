@@ -261,11 +261,14 @@ def skin_vertices(
 def rowwise_matmul(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """``x @ W`` for (B, k) rows and a shared (k, n) matrix, row by row.
 
-    A plain matrix product lets the BLAS block over rows, so a sample's result
-    can change in the last bit with the batch it is evaluated in. Solvers drop
+    A matrix product lets the BLAS block over rows, so a sample's result can
+    change in the last bit with the batch it is evaluated in. Solvers drop
     converged samples from the batch, and a sample must not move because
-    another one stopped; a batched product of (1, k) x (k, n) blocks keeps
-    every row's arithmetic the same whatever the batch.
+    another one stopped. A batched product of (1, k) x (k, n) blocks is not
+    enough (MKL's batched GEMM still rounds a row differently for another
+    batch size), so the product is an elementwise multiply and a sum over k,
+    which does the same arithmetic for every row whatever the batch; rows are
+    taken in pieces of at most ~4M products to bound the work array.
 
     Args:
         x: (B, k).
@@ -273,4 +276,16 @@ def rowwise_matmul(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, n).
     """
-    return torch.bmm(x[:, None, :], W.expand(x.shape[0], *W.shape))[:, 0]
+    B, k = x.shape
+    step = max(1, (1 << 22) // max(k * W.shape[1], 1))
+    if step >= B:
+        out = (x[:, :, None] * W).sum(1)
+    else:
+        out = torch.cat([(x[s:s + step, :, None] * W).sum(1) for s in range(0, B, step)])
+    if out.requires_grad:
+        # The backward reduces the incoming gradient over n; its memory layout
+        # (e.g. transposed by the caller) picks the reduction's loop order, and
+        # a layout that differs with B (any layout is contiguous at B = 1) would
+        # round differently: reduce a contiguous copy.
+        out.register_hook(torch.Tensor.contiguous)
+    return out

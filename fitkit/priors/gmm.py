@@ -219,15 +219,19 @@ class GaussianMixture:
         """
         with torch.no_grad():
             best = self.best_component(x)                           # (...,)
-        # The chosen component's whitening is redone per sample (a batched
-        # (1, D) x (D, D) product): a sample's residual must not change in the
-        # last bit with the batch it is evaluated in (solvers drop converged
-        # samples), which one big product over all samples does not guarantee.
+        # The chosen component's whitening is redone per sample, as an
+        # elementwise product summed over j: a sample's residual must not change
+        # in the last bit with the batch it is evaluated in (solvers drop
+        # converged samples), which no matrix product guarantees (MKL's batched
+        # GEMM rounds a (1, D) x (D, D) block differently for another batch size).
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.dim)
         b = best.reshape(-1)
-        diff = (flat - self.means[b])[:, None, :]                   # (n, 1, D)
-        chosen = math.sqrt(0.5) * torch.bmm(diff, self.prec_chol[b])[:, 0]  # (n, D): L^T (x - mu)
+        diff = flat - self.means[b]                                 # (n, D)
+        chosen = (diff[:, :, None] * self.prec_chol[b]).sum(1)      # (n, D): L^T (x - mu)
+        if chosen.requires_grad:  # reduce a contiguous gradient in the backward (its layout sets the loop order)
+            chosen.register_hook(torch.Tensor.contiguous)
+        chosen = math.sqrt(0.5) * chosen
         extra = self.extra[b][:, None].to(chosen.dtype)             # (n, 1)
         return torch.cat([chosen, extra], dim=-1).reshape(*lead, self.dim + 1)
 
