@@ -184,3 +184,18 @@ def test_fit_progress_moves_within_a_fit_and_jumps_over_an_early_stop():
     finally:
         bar.close()
     assert seen == [1, 2, 3, 11, 40, 40, 41, 41, 80]
+
+
+def _obj_vertices(path):
+    return np.array([[float(x) for x in line.split()[1:4]] for line in open(path) if line.startswith("v ")])
+
+
+def test_body_meshes_in_y_up_axes(tmp_path, capsys):
+    assert main(["body", "-q", "-o", str(tmp_path / "cv")]) == 0
+    assert main(["body", "-q", "-o", str(tmp_path / "up"), "--axes", "yup"]) == 0
+    cv = _obj_vertices(tmp_path / "cv" / "open_body_zero_pose.obj")
+    up = _obj_vertices(tmp_path / "up" / "open_body_zero_pose.obj")
+    np.testing.assert_allclose(up, cv * np.array([1.0, -1.0, -1.0]), atol=2e-6)
+    head, feet = up[:, 1].argmax(), up[:, 1].argmin()
+    assert up[head, 1] - up[feet, 1] > 1.5  # y points up: the head is ~1.7 m above the feet
+    assert cv[head, 1] < cv[feet, 1]  # in OpenCV axes (y down) the same head is at smaller y

@@ -97,8 +97,9 @@ def run(args) -> dict:
             gt = ex.gt
             gverts = model(gt["global_orient"][:1], gt["body_pose"][:1], gt["betas"][:1], gt["transl"][:1],
                            vertices="all").vertices
-        summary["files"] = [str(write_obj(out_dir / "fit_000.obj", verts[0], model.faces)),
-                            str(write_obj(out_dir / "gt_000.obj", gverts[0], model.faces))]
+        axes = getattr(args, "axes", "opencv")
+        summary["files"] = [str(write_obj(out_dir / "fit_000.obj", verts[0], model.faces, axes=axes)),
+                            str(write_obj(out_dir / "gt_000.obj", gverts[0], model.faces, axes=axes))]
     return summary
 
 
