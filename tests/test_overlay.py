@@ -415,3 +415,48 @@ def test_video_references_are_validated(tmp_path):
                            ("run.mp4#x", r"entry 0 .*frame index"), ("run.mp4#-3", r"entry 0 .*frame index")):
         with pytest.raises(ObservationError, match="field 'image_paths' " + message):
             Observations.from_arrays(kp, "body25", (10, 10), image_paths=[entry], source="obs.npz")
+
+
+def test_meshes_for_every_frame_in_the_chosen_axes(tmp_path):
+    from fitkit.io.observations import Observations
+
+    obs = Observations.from_arrays(np.zeros((3, 25, 3)), "body25", (64, 48))
+    files, calls = _write_extras(obs, tmp_path, meshes=True, overlays=None, axes="yup")
+    assert [f.name for f in files] == ["000000.obj", "000001.obj", "000002.obj"] and calls == []
+    assert not (tmp_path / "out" / "overlays").exists()
+    up = np.loadtxt(files[0], usecols=(1, 2, 3), comments="f")
+    files, _ = _write_extras(obs, tmp_path, meshes=True, overlays="2")
+    assert [f.name for f in files] == ["000000.obj", "000001.obj", "000002.obj", "000002.png"]
+    cv = np.loadtxt(files[0], usecols=(1, 2, 3), comments="f")
+    np.testing.assert_allclose(up[:, 1], -cv[:, 1], atol=2e-6)  # y-up: 180 degrees about x
+
+
+def test_fit_command_draws_selected_overlays_with_side_views_on_video_frames(tmp_path):
+    import torch
+
+    from fitkit.body import load_body_model
+    from fitkit.camera import project
+    from fitkit.cli import main
+    from fitkit.io.observations import Observations, save_observations
+
+    frames = [np.full((120, 160, 3), 60 + 50 * i, np.uint8) for i in range(3)]
+    video = tmp_path / "clip.avi"
+    decoded = _tiny_video(video, frames)
+    arrays = _zero_fit_arrays(3, (160, 120))
+    model = load_body_model("open")
+    out = model(*(torch.as_tensor(arrays[k], dtype=torch.float32)
+                  for k in ("global_orient", "body_pose", "betas", "transl")), keypoints="body25")
+    kp2d = project(out.keypoints, torch.as_tensor(arrays["intrinsics"], dtype=torch.float32)).numpy()
+    kp = np.concatenate([kp2d, np.ones(kp2d.shape[:2] + (1,))], axis=2)
+    obs_path = save_observations(tmp_path / "obs.npz", Observations.from_arrays(
+        kp, "body25", (160, 120), frame_ids=[f"frame_{i:06d}" for i in range(3)],
+        image_paths=[f"{video}#{i}" for i in range(3)], track_ids=["clip"] * 3))
+    out_dir = tmp_path / "fit"
+    assert main(["fit", "--config", "demo", "--input", str(obs_path), "--output", str(out_dir), "--quiet",
+                 "--device", "cpu", "--overlays", "frame_000002", "--side-views"]) == 0
+    written = sorted(p.name for p in (out_dir / "overlays").iterdir())
+    assert written == ["frame_000002.png"]
+    img = _read(out_dir / "overlays" / "frame_000002.png")
+    assert img.shape[0] == 120 and img.shape[1] > 160 + 2 * 60  # the image, then two views at its height
+    corner = (slice(100, 120), slice(130, 160))
+    assert np.array_equal(img[corner], decoded[2][corner])

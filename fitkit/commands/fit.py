@@ -11,8 +11,7 @@ import torch
 
 from fitkit.body import load_body_model
 from fitkit.camera import project
-from fitkit.eval.metrics import err2d
-from fitkit.eval.quality import quality_flags, quality_settings
+from fitkit.eval.quality import quality_settings
 from fitkit.fitting.engine import fit
 from fitkit.fitting.recipe import load_recipe
 from fitkit.io.keypoint_readers import read_keypoints
@@ -20,6 +19,7 @@ from fitkit.io.mesh import write_obj
 from fitkit.errors import FitkitError
 from fitkit.io.params import ParamFileError, load_params, load_result, save_result
 from fitkit.commands.progress import FitProgress, stage_iterations
+from fitkit.api import result_arrays
 
 log = logging.getLogger(__name__)
 
@@ -207,17 +207,8 @@ def _fit_chunk(model, obs, idx, init, recipe, device, progress, args) -> dict:
     sub_init = None if init is None else {k: v[idx] for k, v in init.items()}
     res = fit(model, sub, recipe, sub_init, device=device, progress=progress.stage,
               init_source=str(args.init or "default init"))
-    arrays = res.to_numpy()
-    kp = model(res.params["global_orient"], res.params["body_pose"], res.params["betas"],
-               res.params["transl"], keypoints=sub.keypoint_format).keypoints
-    obs_kp = sub.keypoints.to(device=device, dtype=kp.dtype)
-    kp2d = project(kp, res.K)
-    arrays["err2d_px"] = err2d(kp2d, obs_kp).cpu().numpy()
-    energies = {k: v.cpu().numpy() for k, v in res.energies.items()}
-    arrays.update(quality_flags(obs_kp.cpu().numpy(), kp2d.detach().cpu().numpy(), energies,
-                                arrays["no_evidence"], arrays["nan"],
-                                quality_settings(recipe.data.get("quality"), recipe.source)))
-    arrays["stage_seconds"] = np.tile(np.asarray(res.stage_seconds)[None], (len(idx), 1))
+    arrays = result_arrays(model, sub, recipe, res)
+    arrays.pop("frame_ids")  # the chunk file and result.npz add them
     return arrays
 
 
@@ -239,7 +230,6 @@ def _write_extras(args, model, obs, arrays, out_dir: Path, device, progress=None
     overlay_rows = set(overlay_selection(args, obs))
     meshes = bool(getattr(args, "meshes", False))
     side_views = bool(getattr(args, "side_views", False))
-    mesh_kwargs = _mesh_axes_kwargs(getattr(args, "axes", None))
     rows = range(len(obs)) if meshes else sorted(overlay_rows)
     files = []
     faces = model.faces.cpu().numpy()
@@ -253,7 +243,7 @@ def _write_extras(args, model, obs, arrays, out_dir: Path, device, progress=None
                         keypoints=obs.keypoint_format)
             if meshes:
                 files.append(write_obj(out_dir / "meshes" / f"{fid}.obj", out.vertices[0], model.faces,
-                                       **mesh_kwargs))
+                                       axes=getattr(args, "axes", None) or "opencv"))
                 log.debug("wrote mesh %s", files[-1])
             if i not in overlay_rows:
                 continue
@@ -295,18 +285,6 @@ def overlay_selection(args, obs) -> list[int]:
     if spec is None or spec is False:
         return []
     return parse_frame_selection("all" if spec is True else spec, obs.frame_ids)
-
-
-def _mesh_axes_kwargs(axes) -> dict:
-    """``{'axes': axes}`` when :func:`fitkit.io.mesh.write_obj` takes an ``axes`` argument, else {}
-    (then only the default OpenCV axes can be written)."""
-    import inspect
-
-    if "axes" in inspect.signature(write_obj).parameters:
-        return {"axes": axes or "opencv"}
-    if axes not in (None, "opencv"):
-        raise FitkitError(f"--axes {axes}: this fitkit's mesh writer only writes OpenCV axes")
-    return {}
 
 
 def print_summary(summary: dict) -> None:
