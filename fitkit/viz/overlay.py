@@ -2,13 +2,27 @@
 
 Drawn with OpenCV in full-image pixels, integer coordinates at pixel centres
 (OpenCV's own drawing convention, and fitkit's). Images are BGR, as
-``cv2.imread`` returns them. The PNG is written atomically.
+``cv2.imread`` returns them. :func:`compose_overlay` returns the picture as an
+array; :func:`draw_overlay` writes it as a PNG, atomically.
 
-Legend: the mesh is a semi-transparent blue layer (filled triangles when
-depths are given, painted far to near; a wireframe otherwise); observed
+What is drawn: the mesh is a semi-transparent blue layer (filled triangles
+when depths are given, painted far to near; a wireframe otherwise); observed
 keypoints are green circles (confidence-0 points are skipped); fitted
 keypoints are red crosses; a thin yellow line joins each observed point to its
-fitted counterpart.
+fitted counterpart. A legend box in the top-left corner names these colours
+and gives the frame id and the frame's mean 2D error in pixels. Side and top
+views of the body (:mod:`fitkit.viz.views`) can be appended on the right,
+scaled to the image's height.
+
+Image sizes: coordinates refer to the observed frame (``image_size``); an
+image of another size with the same aspect ratio (within
+:data:`ASPECT_TOLERANCE`) gets every coordinate scaled to it.
+
+Also here: :func:`parse_frame_selection` (which frames ``fitkit fit
+--overlays FRAMES`` draws) and :class:`VideoFrames`, which reads the video
+frames named by ``image_paths`` entries ``<video>#<index>``
+(:func:`fitkit.io.observations.video_frame_ref`) forwards, one
+``cv2.VideoCapture`` per video.
 """
 from __future__ import annotations
 
