@@ -5,7 +5,7 @@ The layouts, field names and camera conversions are described in
 """
 from __future__ import annotations
 
-from fitkit.io.regressors import LAYOUTS, RegressorImportError, read_regressor_output, save_init
+from fitkit.io.regressors import RegressorImportError, read_regressor_output, save_init
 
 
 def run(args) -> dict:
