@@ -398,7 +398,8 @@ def curve_figure(curves: list[tuple[str, list, list]]):
         name = " / ".join(names)
         ax.axvline(x, color="0.4", ls="--", lw=0.8, gid=f"stage:{name}")
         ax.text(x, 1.0, f" {name}", transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="left",
-                fontsize=7, color="0.3", gid=f"stage-label:{name}")
+                fontsize=7, color="0.3", gid=f"stage-label:{name}",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1})
     ax.set_xlabel("iteration (all stages)")
     ax.set_ylabel("PA-MPJPE mm (best iterates)")
     ax.legend(fontsize=6)
