@@ -486,8 +486,11 @@ class PointRig(torch.nn.Module):
         if self.num_sources:
             self._add_corrective_pose_columns(jac, rot, rotmats, jr)
 
-        dbeta = torch.bmm(rot.permute(0, 2, 1, 3).reshape(B, 3, J * 3),
-                          self.beta_E.expand(B, J * 3, P * nb))            # (B, 3, P*nb)
+        # a multiply-and-sum rather than a batched GEMM, which rounds a sample
+        # differently for another batch size (float32, MKL); cache-sized pieces
+        G = rot.permute(0, 2, 1, 3).reshape(B, 3, J * 3, 1)
+        step = max(1, (1 << 22) // (3 * J * 3 * P * nb))
+        dbeta = torch.cat([(G[s:s + step] * self.beta_E).sum(2) for s in range(0, B, step)])  # (B, 3, P*nb)
         jac[..., self.param_slices["betas"]] = (dbeta.view(B, 3, P, nb) + self.beta_const).transpose(1, 2)
 
         tr = jac[..., self.param_slices["transl"]]

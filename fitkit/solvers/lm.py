@@ -23,6 +23,36 @@ import torch
 from fitkit.solvers.base import Solver, SolveResult, register_solver
 
 
+def cholesky_solve_rowwise(L: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Solve ``L L^T x = b`` for every sample by forward and back substitution.
+
+    Written with elementwise operations only (one column of ``L`` at a time),
+    so that a sample's solution is the same to the last bit whatever batch it
+    is solved in; LAPACK's batched triangular solves (``torch.cholesky_solve``,
+    ``torch.linalg.solve_triangular``) round a sample differently for another
+    batch size. D steps of (B, D) work each way.
+
+    Args:
+        L: (B, D, D) lower-triangular Cholesky factors (positive diagonal).
+        b: (B, D) right-hand sides.
+    Returns:
+        (B, D) solutions.
+    """
+    D = b.shape[1]
+    r = b.clone()
+    y = torch.empty_like(b)
+    for j in range(D):  # L y = b
+        y[:, j] = r[:, j] / L[:, j, j]
+        if j + 1 < D:
+            r[:, j + 1:] -= L[:, j + 1:, j] * y[:, j, None]
+    x = torch.empty_like(b)
+    for i in range(D - 1, -1, -1):  # L^T x = y; row i of L is column i of L^T
+        x[:, i] = y[:, i] / L[:, i, i]
+        if i > 0:
+            y[:, :i] -= L[:, i, :i] * x[:, i, None]
+    return x
+
+
 @register_solver("lm")
 class LevenbergMarquardt(Solver):
     """Options: ``damping`` (1e-3, initial lambda), ``min_diag`` (1e-6, floor of
@@ -70,7 +100,7 @@ class LevenbergMarquardt(Solver):
             L, info = torch.linalg.cholesky_ex(M)
             solvable = info == 0
             L = torch.where(solvable[:, None, None], L, eye)
-            delta = -torch.cholesky_solve(gi[..., None], L)[..., 0]
+            delta = -cholesky_solve_rowwise(L, gi)
             delta = torch.where(solvable[:, None], delta, torch.zeros_like(delta))
             cand = x[idx] + delta
             with torch.no_grad():
