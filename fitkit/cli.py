@@ -256,10 +256,10 @@ def _add_detect_parser(sub, parents) -> None:
 def _add_body_parser(sub, parents) -> None:
     p = _command(sub, parents, "body", "describe the embedded open body; write posed meshes",
                  "Print the open body's size, keypoint sets and timings, and write its rest and posed meshes.",
-                 ("fitkit body", "fitkit body -o out/body --axes yup"))
+                 ("fitkit body", "fitkit body -o out/body"))
     p.add_argument("-o", "--output", default="out/body", metavar="DIR",
-                   help="folder for the meshes (default: out/body)")
-    _add_output_mesh_options(p)
+                   help="folder for the meshes, in the body model's own axes (y up, as SMPL's) "
+                        "(default: out/body)")
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
 
 

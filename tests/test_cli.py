@@ -190,12 +190,20 @@ def _obj_vertices(path):
     return np.array([[float(x) for x in line.split()[1:4]] for line in open(path) if line.startswith("v ")])
 
 
-def test_body_meshes_in_y_up_axes(tmp_path, capsys):
-    assert main(["body", "-q", "-o", str(tmp_path / "cv")]) == 0
-    assert main(["body", "-q", "-o", str(tmp_path / "up"), "--axes", "yup"]) == 0
-    cv = _obj_vertices(tmp_path / "cv" / "open_body_zero_pose.obj")
-    up = _obj_vertices(tmp_path / "up" / "open_body_zero_pose.obj")
+def test_demo_meshes_in_y_up_axes_stand_upright(tmp_path):
+    import torch
+
+    from fitkit.body import load_body_model
+
+    rest = load_body_model("open", num_betas=10)(torch.zeros(1, 3), torch.zeros(1, 69), torch.zeros(1, 10),
+                                                   vertices="all").vertices[0]
+    top, sole = int(rest[:, 1].argmax()), int(rest[:, 1].argmin())  # the model's own frame is y up
+    argv = ["demo", "-q", "--frames", "1", "--set", "stages.1.solver.iterations=2"]
+    assert main(argv + ["-o", str(tmp_path / "cv")]) == 0
+    assert main(argv + ["-o", str(tmp_path / "up"), "--axes", "yup"]) == 0
+    cv = _obj_vertices(tmp_path / "cv" / "gt_000.obj")  # the true body in the camera frame
+    up = _obj_vertices(tmp_path / "up" / "gt_000.obj")
     np.testing.assert_allclose(up, cv * np.array([1.0, -1.0, -1.0]), atol=2e-6)
-    head, feet = up[:, 1].argmax(), up[:, 1].argmin()
-    assert up[head, 1] - up[feet, 1] > 1.5  # y points up: the head is ~1.7 m above the feet
-    assert cv[head, 1] < cv[feet, 1]  # in OpenCV axes (y down) the same head is at smaller y
+    assert up[top, 1] - up[sole, 1] > 1.0  # y-up viewers see the person standing
+    assert cv[top, 1] < cv[sole, 1]  # OpenCV's y points down
+    assert (up[:, 2] < 0).all()  # in front of the camera means negative z in y-up axes

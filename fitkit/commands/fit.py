@@ -85,6 +85,7 @@ def run(args) -> dict:
     if getattr(args, "flow", None):
         obs = _attach_flow(obs, args.flow, recipe)
     N = len(obs)
+    overlay_selection(args, obs)  # a bad --overlays FRAMES fails before any fitting
     init = None
     if args.init:
         init = load_params(args.init)
