@@ -100,3 +100,12 @@ def test_shipped_imports_only_the_standard_library():
     third_party = {m for m in loaded - {"__main__", "fitkit", "_distutils_hack"} if not m.startswith("__editable__")}
     assert not third_party, third_party
     assert "fitkit" in loaded
+
+
+def test_compare_finds_shipped_grids_by_name(tmp_path, monkeypatch):
+    from fitkit.eval.compare import load_grid
+
+    monkeypatch.chdir(tmp_path)
+    assert Path(load_grid("small").source) == shipped.grid_path("small")
+    with pytest.raises(FitkitError, match=r"smal: no shipped grid .*'small'.*no grid file smal in"):
+        load_grid("smal")

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 import yaml
 
+from fitkit import shipped
 from fitkit.camera import facing_camera_orient, project
 from fitkit.errors import FitkitError
 from fitkit.eval.metrics import err2d, evaluate_bodies, pa_mpjpe
@@ -138,8 +139,14 @@ class Grid:
 
 
 def load_grid(path: str | Path, overrides: dict | None = None) -> Grid:
-    """Read and check a grid file; :class:`FitkitError` naming the file and key on any problem."""
+    """Read and check a grid file (or a shipped grid by name, :func:`fitkit.shipped.grid_path`);
+    :class:`FitkitError` naming the file and key on any problem."""
     path = Path(path)
+    if not path.exists() and not path.is_absolute():
+        try:
+            path = shipped.grid_path(str(path))
+        except shipped.NotShippedError as exc:
+            raise FitkitError(f"{exc} (and no grid file {path} in {Path.cwd()})") from None
     src = str(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
