@@ -207,3 +207,12 @@ def test_demo_meshes_in_y_up_axes_stand_upright(tmp_path):
     assert up[top, 1] - up[sole, 1] > 1.0  # y-up viewers see the person standing
     assert cv[top, 1] < cv[sole, 1]  # OpenCV's y points down
     assert (up[:, 2] < 0).all()  # in front of the camera means negative z in y-up axes
+
+
+def test_a_bad_overlay_selection_fails_before_fitting(tmp_path, capsys):
+    obs = _small_fit_input(tmp_path)
+    out = tmp_path / "o"
+    assert main(["fit", "-q", "--recipe", "demo", "--input", str(obs), "-o", str(out), "--overlays", "0,7"]) == 2
+    err = capsys.readouterr().err
+    assert "7" in err and "fitkit fit: error" in err
+    assert not out.exists()  # nothing was fitted or written
