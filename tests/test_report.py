@@ -79,6 +79,15 @@ def _decode(uri: str) -> np.ndarray:
     return img
 
 
+def _decode_png_texture(i: int) -> np.ndarray:
+    """Frame i's input picture (written by make_fit_folder) shrunk as the report shrinks it."""
+    import cv2
+
+    from .fit_folders import _texture
+
+    return cv2.resize(_texture(i), (140, 105), interpolation=cv2.INTER_AREA).astype(int)
+
+
 def _assert_self_contained(text: str) -> None:
     assert "<script" not in text and "<link" not in text and "@import" not in text
     # the only URL is the SVG namespace name, which is never fetched
@@ -148,6 +157,11 @@ def test_report_of_a_video_renders_overlays_and_thumbnails(video_fit, tmp_path, 
     thumbs = [a["alt"] for t, a in page.tags if t == "img" and a.get("alt", "").startswith("thumbnail")]
     assert thumbs == [f"thumbnail {k}_{i:04d}" for k in "ab" for i in range(3)]
     assert "t=2<br>b_0002" in text
+    thumb = _decode(next(a["src"] for t, a in page.tags if t == "img" and a.get("alt") == "thumbnail a_0001"))
+    assert thumb.shape[:2] == (105, 140)  # 320 x 240 shrunk to 140 pixels wide
+    # row 1's own picture, with a body drawn over a small part of it
+    changed = (np.abs(thumb.astype(int) - _decode_png_texture(1)).sum(axis=2) > 60).mean()
+    assert 0.01 < changed < 0.3
 
 
 def test_spread_rows():

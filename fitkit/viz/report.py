@@ -14,7 +14,8 @@ script. It shows
   otherwise drawn here with :func:`fitkit.viz.overlay.draw_overlay`) beside a
   side and a top view of the fitted mesh (:func:`fitkit.viz.views.render_body_views`);
 - for videos (observations with track ids or frame numbers), a strip of small
-  overlay thumbnails over time per track;
+  thumbnails over time per track (the existing overlays shrunk, else the
+  shaded mesh rasterized at thumbnail size over the input image);
 - a table of every frame (id, track, time, error, flags, energy), up to
   :data:`MAX_TABLE_ROWS` rows.
 """
@@ -482,6 +483,49 @@ class _FrameRenderer:
                     images[j] = read_image_rgb(path)
         return images
 
+    def thumbnails(self, rows) -> list[np.ndarray]:
+        """Small (about THUMB_SIDE) uint8 RGB pictures of rows: the existing overlay shrunk, else
+        the shaded mesh rasterized at thumbnail size over the shrunk input image (or grey)."""
+        import cv2
+        import torch
+
+        from fitkit.render.rasterizer import rasterize
+        from fitkit.render.shading import render_normals, shade
+
+        out: list = []
+        faces = self.model.faces.cpu()
+        missing = []
+        for r in rows:
+            p = self.folder.overlay_path(r)
+            out.append(read_image_rgb(p) if p is not None else None)
+            if out[-1] is None:
+                missing.append(len(out) - 1)
+        if not missing:
+            return out
+        verts = self._geometry([rows[j] for j in missing])[0]
+        for i, j in enumerate(missing):
+            r = rows[j]
+            w, h = (float(v) for v in np.asarray(self.folder.result["image_size"][r]).tolist())
+            s = THUMB_SIDE / max(w, h)
+            tw, th = max(1, round(w * s)), max(1, round(h * s))
+            K = np.asarray(self.folder.result["intrinsics"][r], np.float64).copy()
+            # scale pixels whose integer coordinates are pixel centres: x' = (x + 0.5) s - 0.5
+            K[:2, :2] *= s
+            K[:2, 2] = (K[:2, 2] + 0.5) * s - 0.5
+            v = torch.as_tensor(verts[i:i + 1], dtype=torch.float32)
+            frags = rasterize(v, faces, torch.as_tensor(K[None], dtype=torch.float32), (th, tw))
+            rgb = shade(render_normals(frags, v, faces), frags.mask, albedo=(0.45, 0.62, 0.92))[0].numpy()
+            image = self.folder.frame_image(r)
+            if image is None:
+                base = np.full((th, tw, 3), 128.0)
+            else:
+                base = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA).astype(np.float64)
+            alpha = 0.6 * frags.mask[0].numpy()[..., None]
+            out[j] = np.clip(base * (1 - alpha) + 255.0 * rgb * alpha, 0, 255).round().astype(np.uint8)
+        self._sources.add("rendered")
+        self.overlay_source = "+".join(sorted(self._sources))
+        return out
+
     def frames_html(self, rows) -> str:
         if not rows:
             return "<p class='muted'>no frames</p>"
@@ -532,7 +576,7 @@ class _FrameRenderer:
         for name in dict.fromkeys(tracks):
             rows = sorted((r for r in range(len(folder)) if tracks[r] == name), key=lambda r: times[r])
             pick = [rows[i] for i in spread_rows(len(rows), max_thumbs)]
-            thumbs = self.overlays(pick)
+            thumbs = self.thumbnails(pick)
             cells = []
             for r, img in zip(pick, thumbs):
                 if img is None:
