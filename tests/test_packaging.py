@@ -133,6 +133,7 @@ def test_installed_wheel_runs_demo_and_fit_outside_the_checkout(venv, outside):
     for p in where:
         assert venv.resolve() in Path(p).resolve().parents, p
 
+    assert "smplify_modified" in _run([fitkit_cli, "fit", "--help"], cwd=cwd, env=env)  # help lists the recipes
     out = _run([fitkit_cli, "demo", "--frames", "2"], cwd=cwd, env=env, timeout=60)
     assert "after" in out and "MPJPE" in out
 
