@@ -93,7 +93,7 @@ def write_report(out_dir, *, output=None, observations: Optional[str] = None, mo
     n = len(folder)
     stats = summary_stats(folder)
     shown = spread_rows(n, max_frames)
-    model = load_model_for(folder, model_dir) if len(shown) else None
+    model = load_model_for(folder, model_dir) if n else None
     renderer = _FrameRenderer(folder, model)
 
     parts = [f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
