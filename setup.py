@@ -5,6 +5,8 @@ The shipped data keeps living in the top-level folders ``fitting_configs/``,
 of them to a package under ``fitkit._shipped``, so a wheel carries them inside
 ``fitkit/_shipped/`` and an editable install sees the checkout's folders under
 the same names; :mod:`fitkit.shipped` finds them with ``importlib.resources``.
+The folders hold an ``__init__.py`` because the editable install maps only
+regular packages to folders outside ``fitkit/``.
 """
 from setuptools import find_namespace_packages, setup
 

@@ -6,6 +6,9 @@ model card ``<stem>.md`` beside each). setup.py maps those folders to the packag
 ``fitkit._shipped.fitting_configs``, ``fitkit._shipped.priors`` and
 ``fitkit._shipped.initializers``, so an editable install and an installed wheel
 both reach them through :mod:`importlib.resources`, from any working folder.
+Each of the three folders holds an empty ``__init__.py``: setuptools' editable
+install maps a package to an outside folder only when the folder is a regular
+package.
 
 Names are written as in the repository (``priors/open_gmm_08.pkl``,
 ``fitting_configs/demo.yaml``) or shorter (``open_gmm_08.pkl``, ``demo``). An
