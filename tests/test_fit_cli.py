@@ -131,3 +131,58 @@ def test_interrupted_run_resumes_from_saved_chunks(example, tmp_path, monkeypatc
 
     # chunks of another run are refused, not mixed in
     assert main(args[:-1] + ["--set", "stages.1.solver.iterations=3", "--quiet", "--resume"]) == 2
+
+
+def test_resume_with_another_batch_size_is_refused(example, tmp_path):
+    root, obs_path, init_path, gmm_path, ex = example
+    out = tmp_path / "run"
+    args = ["fit", "--recipe", "demo", "--input", str(obs_path), "--init", str(init_path), "-o", str(out),
+            "-q", "--set", "stages.1.solver.iterations=2"]
+    assert main(args + ["--batch-size", "2"]) == 0
+    before = sorted(p.name for p in (out / "chunks").iterdir())
+    result = (out / "result.npz").read_bytes()
+    assert main(args + ["--batch-size", "3", "--resume"]) == 2
+    assert main(args + ["--batch-size", "2"]) == 2  # without --resume an earlier run's chunks are never overwritten
+    assert sorted(p.name for p in (out / "chunks").iterdir()) == before  # nothing refitted or mixed in
+    assert (out / "result.npz").read_bytes() == result
+    assert main(args + ["--batch-size", "2", "--resume"]) == 0  # the same size resumes (every chunk reused)
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_is_replaced(example, tmp_path, capsys):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from fitkit.io.lock import LOCK_NAME
+
+    root, obs_path, init_path, gmm_path, ex = example
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / LOCK_NAME
+    args = ["fit", "--recipe", "demo", "--input", str(obs_path), "-o", str(out), "-q",
+            "--set", "stages.1.solver.iterations=2"]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "since": 0}))
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and str(out) in err
+        assert not (out / "result.npz").exists() and lock.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is stale and the next writer takes over
+    assert main(args) == 0
+    assert (out / "result.npz").exists()
+    assert not lock.exists()  # released at the end
+    assert os.listdir(out)  # sanity: the result is there
+
+
+def test_output_that_is_a_file_is_refused(example, tmp_path, capsys):
+    root, obs_path, init_path, gmm_path, ex = example
+    target = tmp_path / "taken.txt"
+    target.write_text("not a folder")
+    assert main(["fit", "--recipe", "demo", "--input", str(obs_path), "-o", str(target), "-q"]) == 2
+    assert "taken.txt" in capsys.readouterr().err and target.read_text() == "not a folder"

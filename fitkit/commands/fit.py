@@ -17,6 +17,7 @@ from fitkit.fitting.recipe import load_recipe
 from fitkit.io.keypoint_readers import read_keypoints
 from fitkit.io.mesh import write_obj
 from fitkit.errors import FitkitError
+from fitkit.io.lock import folder_lock
 from fitkit.io.params import ParamFileError, load_params, load_result, save_result
 from fitkit.commands.progress import FitProgress, stage_iterations
 from fitkit.api import result_arrays
@@ -95,46 +96,53 @@ def run(args) -> dict:
                                  "an init file needs one row per observed frame")
 
     out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FitkitError(f"{out_dir}: exists and is not a folder; -o/--output names the folder fit writes into")
     parts = []
-    bs = max(1, int(args.batch_size))
+    bs = int(args.batch_size)
+    if bs < 1:
+        raise FitkitError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
     chunk_dir = out_dir / "chunks"
     stamp = _chunk_stamp(recipe, model, args)
     stage_names = [st.name for st in recipe.stages]
     batches = frame_batches(obs, recipe, bs)
     log.info("fitting %d frames in %d batch%s with recipe '%s' on %s", N, len(batches),
              "" if len(batches) == 1 else "es", recipe.name, device)
-    stages = stage_iterations(recipe)
-    progress = FitProgress([(f"batch {b + 1}/{len(batches)}", stages) for b in range(len(batches))],
-                           enabled=not args.quiet)
-    done = 0
-    try:
-        for b, idx in enumerate(batches):
-            progress.begin(b)
-            chunk_path = chunk_dir / f"frames_{idx[0]:08d}_{idx[-1]:08d}.npz"
-            arrays = _load_chunk(chunk_path, stamp, [obs.frame_ids[i] for i in idx]) if args.resume else None
-            if arrays is None:
-                arrays = _fit_chunk(model, obs, idx, init, recipe, device, progress, args)
-                # every finished chunk is on disk at once: an interrupted run resumes from here
-                save_result(chunk_path, dict(arrays, frame_ids=np.array([obs.frame_ids[i] for i in idx], dtype=str)),
-                            stamp=stamp)
-            else:
-                arrays.pop("frame_ids")
-                log.info("resumed frames %s..%s from %s", obs.frame_ids[idx[0]], obs.frame_ids[idx[-1]], chunk_path)
-            parts.append((idx, arrays))
-            done += len(idx)
-            progress.end(f"{done}/{N} frames fitted")
-    finally:
-        progress.close()
-    arrays = _assemble(parts, N)
-    arrays["frame_ids"] = np.array(obs.frame_ids, dtype=str)
-    result_path = save_result(out_dir / "result.npz", arrays, keypoint_format=obs.keypoint_format,
-                              body_model=model.name, gender=model.gender, recipe_name=recipe.name,
-                              recipe=recipe.to_yaml(), stage_names=list(stage_names),
-                              observations=str(Path(args.input).resolve()),
-                              fit_seconds=f"{time.perf_counter() - t0:.3f}")
-    files = [result_path]
-    if args.meshes or args.overlays:
-        files += _write_extras(args, model, obs, arrays, out_dir, device)
+    names = [_chunk_name(idx) for idx in batches]
+    with folder_lock(out_dir, "fitkit fit"):  # one writer per output folder
+        _check_chunk_folder(chunk_dir, names, bs, args.resume)
+        stages = stage_iterations(recipe)
+        progress = FitProgress([(f"batch {b + 1}/{len(batches)}", stages) for b in range(len(batches))],
+                               enabled=not args.quiet)
+        done = 0
+        try:
+            for b, idx in enumerate(batches):
+                progress.begin(b)
+                chunk_path = chunk_dir / names[b]
+                ids = [obs.frame_ids[i] for i in idx]
+                arrays = _load_chunk(chunk_path, stamp, ids) if args.resume else None
+                if arrays is None:
+                    arrays = _fit_chunk(model, obs, idx, init, recipe, device, progress, args)
+                    # every finished chunk is on disk at once: an interrupted run resumes from here
+                    save_result(chunk_path, dict(arrays, frame_ids=np.array(ids, dtype=str)), stamp=stamp)
+                else:
+                    arrays.pop("frame_ids")
+                    log.info("resumed frames %s..%s from %s", ids[0], ids[-1], chunk_path)
+                parts.append((idx, arrays))
+                done += len(idx)
+                progress.end(f"{done}/{N} frames fitted")
+        finally:
+            progress.close()
+        arrays = _assemble(parts, N)
+        arrays["frame_ids"] = np.array(obs.frame_ids, dtype=str)
+        result_path = save_result(out_dir / "result.npz", arrays, keypoint_format=obs.keypoint_format,
+                                  body_model=model.name, gender=model.gender, recipe_name=recipe.name,
+                                  recipe=recipe.to_yaml(), stage_names=list(stage_names),
+                                  observations=str(Path(args.input).resolve()),
+                                  fit_seconds=f"{time.perf_counter() - t0:.3f}")
+        files = [result_path]
+        if args.meshes or args.overlays:
+            files += _write_extras(args, model, obs, arrays, out_dir, device)
     seconds = time.perf_counter() - t0
     e = arrays["err2d_px"]
     summary = {
@@ -182,6 +190,29 @@ def _attach_flow(obs, flow: str, recipe):
         print(f"fitkit fit: no flow file for {len(missing)} frame(s) (e.g. {missing[:3]}); the flow terms "
               "skip those frame pairs", file=sys.stderr)
     return add_flow(obs, fields)
+
+
+def _chunk_name(idx: np.ndarray) -> str:
+    """The chunk file of a batch of rows: ``frames_<first row>_<last row>.npz``."""
+    return f"frames_{idx[0]:08d}_{idx[-1]:08d}.npz"
+
+
+def _check_chunk_folder(chunk_dir: Path, names: list[str], batch_size: int, resume: bool) -> None:
+    """Refuse chunks that this run would not reuse exactly: without --resume any chunk (an earlier run's
+    work would be overwritten or mixed in), with it any chunk whose rows are not one of this run's batches
+    (another --batch-size)."""
+    existing = sorted(p.name for p in chunk_dir.glob("frames_*.npz")) if chunk_dir.is_dir() else []
+    if not existing:
+        return
+    if not resume:
+        raise FitkitError(f"{chunk_dir}: holds {len(existing)} chunk(s) of an earlier run; add --resume to "
+                          "continue it, or use another --output")
+    foreign = [n for n in existing if n not in set(names)]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise FitkitError(f"{chunk_dir}: chunk {foreign[0]}{more} does not match this run's batches "
+                          f"(--batch-size {batch_size} makes {names[0]}, ...): an earlier run used another "
+                          "--batch-size; resume with that one, or use another --output")
 
 
 def _chunk_stamp(recipe, model, args) -> str:
