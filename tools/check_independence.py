@@ -98,7 +98,8 @@ def main() -> None:
                        keypoints=obs.keypoint_format).keypoints
             e = err2d(project(kp, res.K), obs.keypoints.to(kp))[3]
             flags.append(f"{int(res.converged[3])}/{int(res.nan[3])}/{int(res.no_evidence[3])},{float(e):.3g}")
-        print(f"{solver:8s} " + " ".join(f"{c:10.2g}" for c in cells) + "   " + "  ".join(flags))
+        print(f"{solver:8s} " + " ".join(f"{c:10.2g}" for c in cells) + "   " + "  ".join(flags)
+              + f"   (clean run: {int(clean.converged.sum())}/8 converged)")
 
     ex = make_keypoint_example(model, args.frames, noise_px=2.0, seed=1)
     t0 = time.perf_counter()

@@ -13,7 +13,12 @@ Per-sample flags (also documented in docs/fitting.md):
   NaN-producing term); it was rolled back to its best iterate and left there
   for the remaining stages.
 - ``converged``: in the last stage it ran, its solver's convergence test
-  passed (False: stopped by the iteration or time limit).
+  passed on a finite energy lower than the one the stage started from (False:
+  stopped by the iteration or time limit, or stopped without improving), and
+  its fitted keypoints are not further from the observed ones than
+  :func:`keypoints_within_bound` allows (mean distance over the keypoints
+  with confidence > 0 at most the person's box, 1.2 x the longest side of
+  their bounding box, and at most the image diagonal).
 
 In a sequence stage (``sequence: true``, :mod:`fitkit.fitting.sequence`) the
 solver's samples are chunks of frames; a chunk runs when any of its frames has
@@ -30,9 +35,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from fitkit.camera import facing_camera_orient
+from fitkit.camera import facing_camera_orient, project
 from fitkit.fitting.camera_init import torso_pairs_for, translation_from_torso
-from fitkit.fitting.camera_setup import FitCamera, build_fit_camera
+from fitkit.errors import ParameterError
+from fitkit.fitting.camera_setup import FitCamera, build_fit_camera, masked_box
 from fitkit.fitting.objective import Objective, WeightedTerm
 from fitkit.fitting.params import PARAM_NAMES, ParamLayout
 from fitkit.fitting.recipe import Recipe, RecipeError
@@ -41,7 +47,7 @@ from fitkit.init import InitError, initial_params
 from fitkit.solvers import make_solver
 from fitkit.terms.base import LATENT_KEY, SetupContext, get_term_class
 
-__all__ = ["FitResult", "fit", "prepare_init", "torso_translation", "InitError"]
+__all__ = ["FitResult", "fit", "prepare_init", "torso_translation", "keypoints_within_bound", "InitError"]
 
 #: ``progress(stage_name, iteration, num_running, num_samples)``
 StageProgress = Callable[[str, int, int, int], None]
@@ -332,6 +338,7 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
         iterations[:, s] = stage_iters
         seconds.append(secs)
 
+    converged = converged & keypoints_within_bound(model, params, obs, camera)
     if isinstance(objective, SequenceObjective):
         energies = objective.frame_energies(x)
     else:
@@ -346,6 +353,37 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
                      converged=converged, nan=nan, no_evidence=no_evidence, iterations=iterations,
                      stage_names=[st.name for st in recipe.stages], stage_seconds=seconds,
                      transl_from_torso=from_torso, info=info)
+
+
+@torch.no_grad()
+def keypoints_within_bound(model, params, observations, camera: FitCamera) -> torch.Tensor:
+    """(N,) bool: the fit is not grossly off its 2D keypoints (a condition of ``converged``).
+
+    False where the mean pixel distance between the projected fitted keypoints
+    and the observed ones (confidence > 0, finite coordinates) exceeds the
+    person's box, ``max(1.2 x longest side of their bounding box, 1 px)``, or
+    the image diagonal, whichever is smaller, or is not finite. True for
+    frames without such a keypoint and when the model has no keypoint set of
+    the observations' format.
+    """
+    kps = observations.keypoints
+    used = (kps[..., 2] > 0) & torch.isfinite(kps[..., :2]).all(dim=-1)  # (N, K)
+    N = kps.shape[0]
+    ok = torch.ones(N, dtype=torch.bool, device=kps.device)
+    if not bool(used.any()):
+        return ok
+    try:
+        pts = model(params["global_orient"], params["body_pose"], params["betas"], params["transl"],
+                    keypoints=observations.keypoint_format, validate=False).keypoints
+    except ParameterError:
+        return ok
+    target = torch.where(used[..., None], kps[..., :2], torch.zeros_like(kps[..., :2]))
+    dist = (project(pts, camera.K) - target).norm(dim=-1)
+    count = used.sum(dim=1)
+    err = torch.where(used, dist, torch.zeros_like(dist)).sum(dim=1) / count.clamp(min=1)
+    _, side, _ = masked_box(kps[..., :2], used)
+    bound = torch.minimum((1.2 * side).clamp(min=1.0), camera.image_size.to(err).norm(dim=1))
+    return ok & ((count == 0) | (err <= bound))
 
 
 def _check_lm_stage(layout, weighted, stage, solver, source: str, s: int) -> None:

@@ -8,12 +8,20 @@ Contract (all solvers):
   sample visited, not the last one.
 - **NaN isolation.** A sample whose energy or gradient becomes non-finite
   (at its iterate or at a trial step) is rolled back to its best iterate,
-  flagged (``nan``) and stops; the others continue as if it were absent (bit
-  for bit with Adam; to rounding with L-BFGS and LM, whose batched BLAS/LAPACK
-  calls may round differently for another batch size).
+  flagged (``nan``) and stops; the others continue as if it were absent, bit
+  for bit (see batch invariance).
 - **Per-sample convergence and early exit.** A sample stops when its own
   convergence test passes; the solver returns when none is left running, at
-  ``iterations`` or after ``max_seconds``.
+  ``iterations`` or after ``max_seconds``. It is flagged ``converged`` only
+  when its best energy is finite and lower than its starting energy (a test
+  that passes on a sample that never improved, e.g. a line search that fails
+  from the start, stops it without the flag).
+- **Batch invariance.** Solver arithmetic is elementwise or reduces within a
+  sample; the problem must evaluate a sample the same way whatever rows
+  ``index`` holds. Then a sample's result is bit-identical whatever batch it
+  runs in, in what order, and next to whatever other samples (NaN, huge,
+  stopped early), on a given device, dtype and thread count (docs/fitting.md).
+  The exception is ``max_seconds``: a time limit depends on the whole batch.
 
 The problem a solver sees is an object with ``energy(x, index) -> (B,)``,
 ``residuals(x, index) -> (B, R)`` and, for Levenberg–Marquardt,
@@ -77,6 +85,8 @@ class Tracker:
         dev = x0.device
         self.best_x = x0.detach().clone()
         self.best_E = torch.full((N,), float("inf"), dtype=x0.dtype, device=dev)
+        self.start_E = self.best_E.clone()  # energy at the first evaluation (NaN stays NaN)
+        self.started = torch.zeros(N, dtype=torch.bool, device=dev)
         self.ref_E = self.best_E.clone()  # best energy when progress was last made
         self.stall = torch.zeros(N, dtype=torch.long, device=dev)
         self.iterations = torch.zeros(N, dtype=torch.long, device=dev)
@@ -104,6 +114,12 @@ class Tracker:
         ok = torch.isfinite(E) & torch.isfinite(x).all(dim=1)
         if finite is not None:
             ok = ok & finite
+        fresh = ~self.started[index]
+        if bool(fresh.any()):
+            first = index[fresh]
+            self.start_E[first] = torch.where(ok[fresh], E[fresh].detach(),
+                                              torch.full_like(E[fresh], float("nan")))
+            self.started[first] = True
         better = ok & (E < self.best_E[index])
         upd = index[better]
         self.best_x[upd] = x[better].detach()
@@ -131,8 +147,16 @@ class Tracker:
         self.mark_converged(done)
 
     def mark_converged(self, index: torch.Tensor) -> None:
+        """Stop rows ``index`` whose convergence test passed; flag those that improved.
+
+        ``converged`` is set only where the best energy is finite and below the
+        energy the sample started from: a test passing on a sample that never
+        got better (or never had a finite energy) is not convergence.
+        """
         if index.numel():
-            self.converged[index] = True
+            best = self.best_E[index]
+            improved = torch.isfinite(best) & (best < self.start_E[index])
+            self.converged[index] = improved
             self.running[index] = False
 
     def step_done(self, index: torch.Tensor, iteration: int, callback: "ProgressCallback | None" = None) -> bool:

@@ -97,7 +97,9 @@ class Keypoints2D(Term):
         usable = conf > self.min_confidence
         w = conf.clamp(min=0) ** self.confidence_power * self._name_weights(names).to(kps)
         w = torch.where(usable, w, torch.zeros_like(w))
-        self._target = kps[..., :2]
+        # unused keypoints get a harmless target: a NaN there would make the
+        # residual NaN * 0 = NaN and stop a sample that does not even use it
+        self._target = torch.where((w > 0)[..., None], kps[..., :2], torch.zeros_like(kps[..., :2]))
         self._sqrt_w = w.sqrt()
         self._evidence = (w > 0).any(dim=1)
         scale = torch.ones(kps.shape[0], dtype=ctx.dtype, device=ctx.device)
