@@ -26,6 +26,7 @@ import logging
 import sys
 
 from fitkit import __version__
+from fitkit.commands.options import COUNT, FRACTION, PIXELS, POSITIVE_INT, number
 
 # Literal copies so that --help needs no torch; tests/test_cli.py checks them against the library.
 PRIOR_CHOICES = ("none", "gmm", "vposer", "cnf")  # fitkit.priors.presets.PRIOR_NAMES
@@ -88,7 +89,7 @@ def _add_demo_parser(sub, parents) -> None:
         "data, noisy keypoints with dropouts, a perturbed initialization), fit it, and print MPJPE, PA-MPJPE "
         "(mm), the mean 2D keypoint error (px) before and after, and the fit time.",
         ("fitkit demo", "fitkit demo --prior vposer --frames 64", "fitkit demo --video --flow gt -o video_demo"))
-    p.add_argument("--frames", type=int, default=None,
+    p.add_argument("--frames", type=number(int, low=1, high=100_000), default=None,
                    help="number of synthetic frames (default 16; with --video 48 consecutive frames)")
     p.add_argument("--recipe", "--config", dest="recipe", default="demo", metavar="RECIPE",
                    help="recipe file or shipped name (default demo)")
@@ -97,11 +98,13 @@ def _add_demo_parser(sub, parents) -> None:
                    help="pose prior: the open gmm (the demo recipe's), vposer, cnf, or none")
     p.add_argument("--poses", choices=["heldout", "random"], default="heldout",
                    help="held-out mocap frames of the open pose data (default) or random joint-range poses")
-    p.add_argument("--init-noise", type=float, default=0.3,
+    p.add_argument("--init-noise", type=number(float, low=0.0, high=3.2), default=0.3,
                    help="std (rad) of the initial error per pose component (default 0.3)")
-    p.add_argument("--noise-px", type=float, default=2.0, help="keypoint noise std in pixels (default 2)")
-    p.add_argument("--dropout", type=float, default=0.1, help="fraction of dropped keypoints (default 0.1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise-px", type=number(float, low=0.0, high=1000.0), default=2.0,
+                   help="keypoint noise std in pixels, 0 to 1000 (default 2)")
+    p.add_argument("--dropout", type=number(float, low=0.0, high=0.95), default=0.1,
+                   help="fraction of dropped keypoints, 0 to 0.95 (default 0.1)")
+    p.add_argument("--seed", type=COUNT, default=0, help="random seed (default 0)")
     p.add_argument("-o", "--output", default=None, metavar="DIR",
                    help="folder for the first frame's fitted and true meshes (.obj); with --video for the "
                         "overlay video (default with --video: video_demo)")
@@ -146,7 +149,7 @@ def _add_fit_parser(sub, parents) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to fit (default auto: CUDA when available)")
-    p.add_argument("--batch-size", type=int, default=1024,
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=1024,
                    help="frames fitted together (default 1024); recipes with sequence stages keep tracks whole")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe entry, e.g. terms.pose.path=/data/gmm_08.pkl or "
@@ -158,7 +161,7 @@ def _add_fit_parser(sub, parents) -> None:
     p.add_argument("--gender", choices=["neutral", "male", "female"], help="body model gender")
     p.add_argument("--model-dir", help="folder with licensed model files (default: $FITKIT_MODELS)")
     p.add_argument("--keypoint-format", choices=KEYPOINT_FORMATS, help="format of a .npy keypoint array")
-    p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"),
+    p.add_argument("--image-size", type=POSITIVE_INT, nargs=2, metavar=("W", "H"),
                    help="image size for inputs that do not carry it (OpenPose folders, .npy arrays)")
     p.add_argument("--flow", metavar="DIR|dis|farneback",
                    help="forward optical flow for the flow terms: a folder of <frame_id>.flo / .npy files "
@@ -207,22 +210,22 @@ def _add_import_parser(sub, parents) -> None:
                         "translation (CLIFF, HMR2's pred_cam_t_full); auto (default): cliff when a full-image "
                         "translation is present, else hmr")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--image-size", type=float, nargs=2, metavar=("W", "H"),
+    size.add_argument("--image-size", type=PIXELS, nargs=2, metavar=("W", "H"),
                       help="full image size in pixels (the principal point is its centre)")
     size.add_argument("--observations", metavar="OBS",
                       help="fitkit observations .npz of the same frames: its image sizes, and its intrinsics "
                            "when it has them (the camera the fit will use)")
     focal = p.add_mutually_exclusive_group()
-    focal.add_argument("--focal", type=float, metavar="F",
+    focal.add_argument("--focal", type=PIXELS, metavar="F",
                        help="full-image focal length in pixels (default: the observations' intrinsics, "
                             "else sqrt(W^2 + H^2), the camera fitkit fit uses without intrinsics)")
-    focal.add_argument("--crop-focal", type=float, metavar="F",
+    focal.add_argument("--crop-focal", type=PIXELS, metavar="F",
                        help="the regressor's focal length in crop pixels (HMR/SPIN/PARE: 5000 at 224); the "
                             "full-image focal becomes F * box / crop-res per frame, written to the init's "
                             "intrinsics (fit with that camera)")
-    p.add_argument("--crop-res", type=float, default=224, metavar="R",
+    p.add_argument("--crop-res", type=PIXELS, default=224, metavar="R",
                    help="the regressor's crop side in pixels, used with --crop-focal (default 224; HMR2 256)")
-    p.add_argument("--bbox-scale", type=float, default=1.0, metavar="S",
+    p.add_argument("--bbox-scale", type=number(float, low=0.0, low_open=True, high=100.0), default=1.0, metavar="S",
                    help="crop side = S * max(w, h) of a bbox/bbox_xyxy/bbox_xywh/bbox_cxcywh box (default 1; "
                         "SPIN's demo enlarged detector boxes by 1.2)")
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
@@ -240,15 +243,15 @@ def _add_detect_parser(sub, parents) -> None:
                    help="image files (.png .jpg ...), folders of images (sorted names), or video files "
                         "(.mp4 .avi .mov ...); not images and videos together")
     p.add_argument("-o", "--output", required=True, metavar="OBS.npz", help="observation file to write")
-    p.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
+    p.add_argument("--min-confidence", type=FRACTION, default=0.0, metavar="C",
                    help="keypoints whose MediaPipe visibility is below C are stored as not observed (0, 0, 0) "
                         "(default 0: keep all; the fit weights keypoints by their confidence)")
     p.add_argument("--model-complexity", type=int, choices=[0, 1], default=1,
                    help="1: BlazePose full (default; shipped in the mediapipe wheel); 0: lite (not shipped: "
                         "only if pose_landmark_lite.tflite was placed in the mediapipe package by hand)")
-    p.add_argument("--min-detection-confidence", type=float, default=0.5, metavar="S",
+    p.add_argument("--min-detection-confidence", type=FRACTION, default=0.5, metavar="S",
                    help="MediaPipe's person-detection score threshold (default 0.5)")
-    p.add_argument("--every", type=int, default=1, metavar="N",
+    p.add_argument("--every", type=POSITIVE_INT, default=1, metavar="N",
                    help="videos: keep every N-th frame (default 1: all frames)")
     p.add_argument("--json", metavar="PATH", help="also write the summary (with every empty frame's id) as JSON")
 

@@ -216,3 +216,27 @@ def test_a_bad_overlay_selection_fails_before_fitting(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "7" in err and "fitkit fit: error" in err
     assert not out.exists()  # nothing was fitted or written
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["fit", "--recipe", "demo", "--input", "x", "-o", "y", "--batch-size", "0"], "--batch-size"),
+    (["fit", "--recipe", "demo", "--input", "x", "-o", "y", "--batch-size", "-4"], "--batch-size"),
+    (["fit", "--recipe", "demo", "--input", "x", "-o", "y", "--batch-size", "2.5"], "--batch-size"),
+    (["fit", "--recipe", "demo", "--input", "x", "-o", "y", "--image-size", "0", "10"], "--image-size"),
+    (["demo", "--frames", "-3"], "--frames"),
+    (["demo", "--noise-px", "1e30"], "--noise-px"),
+    (["demo", "--noise-px", "nan"], "--noise-px"),
+    (["demo", "--dropout", "1.5"], "--dropout"),
+    (["import", "a.npz", "-o", "b.npz", "--focal", "-100"], "--focal"),
+    (["import", "a.npz", "-o", "b.npz", "--image-size", "inf", "10"], "--image-size"),
+    (["detect", "a.png", "-o", "b.npz", "--every", "0"], "--every"),
+    (["detect", "a.png", "-o", "b.npz", "--min-confidence", "2"], "--min-confidence"),
+    (["report", "out", "--frames", "-1"], "--frames"),
+    (["view", "out", "--port", "70000"], "--port"),
+])
+def test_numeric_options_are_checked_by_the_parser(argv, option, capsys):
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and argv[argv.index(option) + 1] in err

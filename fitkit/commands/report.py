@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from fitkit.commands.options import COUNT
+
 EXAMPLES = """examples:
   fitkit report out/                      # writes out/report.html
   fitkit report out/ -o fit.html --frames 12
@@ -24,9 +26,9 @@ def add_parser(subparsers, parents) -> None:
                    help="the observation file fitted (default: the one result.npz records); gives "
                         "images, observed keypoints, tracks and frame numbers")
     p.add_argument("--model-dir", metavar="DIR", help="folder of the official SMPL files, for fits with the smpl model")
-    p.add_argument("--frames", type=int, default=8, metavar="N",
+    p.add_argument("--frames", type=COUNT, default=8, metavar="N",
                    help="frames shown with overlay and side views, spread over the sequence (default 8)")
-    p.add_argument("--thumbnails", type=int, default=24, metavar="N",
+    p.add_argument("--thumbnails", type=COUNT, default=24, metavar="N",
                    help="thumbnails per track in a video's strip over time (default 24)")
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from fitkit.commands.options import number
+
 EXAMPLES = """examples:
   fitkit view out/                        # then open http://127.0.0.1:8080/
   fitkit view out/ --port 9000 --input obs.npz
@@ -25,7 +27,7 @@ def add_parser(subparsers, parents) -> None:
     p.add_argument("--model-dir", metavar="DIR", help="folder of the official SMPL files, for fits with the smpl model")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8080,
+    p.add_argument("--port", type=number(int, low=0, high=65535), default=8080,
                    help="port (default 8080; the next free one when it is taken; 0: any free port)")
 
 
