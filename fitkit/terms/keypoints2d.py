@@ -38,6 +38,21 @@ from fitkit.terms.base import Batch, Needs, SetupContext, Term, register_term
 from fitkit.terms.robust import geman_mcclure
 
 
+def _power(c: torch.Tensor, p: float) -> torch.Tensor:
+    """``c ** p`` elementwise, the same for an element wherever it sits in ``c``.
+
+    A general power rounds differently in the vectorized body and the scalar
+    tail of torch's CPU kernel, so a frame's weights would depend on the
+    frames fitted with it; padded to a multiple of 64 elements, every element
+    goes through the vectorized body (single-threaded; tensors over torch's
+    grain size may be split between threads). Powers 0, 1 and 2 are exact anyway.
+    """
+    flat = c.reshape(-1)
+    pad = (-flat.numel()) % 64
+    out = torch.cat([flat, flat.new_ones(pad)]) ** p
+    return out[:flat.numel()].reshape(c.shape)
+
+
 @register_term("keypoints2d")
 class Keypoints2D(Term):
     """Args:
@@ -95,7 +110,7 @@ class Keypoints2D(Term):
         kps = obs.keypoints.to(device=ctx.device, dtype=ctx.dtype)
         conf = kps[..., 2]
         usable = conf > self.min_confidence
-        w = conf.clamp(min=0) ** self.confidence_power * self._name_weights(names).to(kps)
+        w = _power(conf.clamp(min=0), self.confidence_power) * self._name_weights(names).to(kps)
         w = torch.where(usable, w, torch.zeros_like(w))
         # unused keypoints get a harmless target: a NaN there would make the
         # residual NaN * 0 = NaN and stop a sample that does not even use it
