@@ -186,3 +186,34 @@ def test_output_that_is_a_file_is_refused(example, tmp_path, capsys):
     target.write_text("not a folder")
     assert main(["fit", "--recipe", "demo", "--input", str(obs_path), "-o", str(target), "-q"]) == 2
     assert "taken.txt" in capsys.readouterr().err and target.read_text() == "not a folder"
+
+
+def test_flow_from_the_frames_of_a_video(tmp_path):
+    """--flow dis reads '<video>#<index>' image paths (what fitkit detect writes for a video) frame by frame."""
+    import cv2
+
+    from fitkit.commands.fit import _attach_flow
+    from fitkit.fitting.recipe import load_recipe
+    from fitkit.io.observations import Observations
+    from fitkit.io.optical_flow import compute_flow
+
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.integers(0, 255, (72, 96, 3), dtype=np.uint8), (0, 0), 2)
+    frames = [np.roll(base, 2 * t, axis=1) for t in range(3)]  # texture moving right by 2 px a frame
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 72))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    decoded = []
+    cap = cv2.VideoCapture(str(video))
+    for _ in frames:
+        decoded.append(cap.read()[1][..., ::-1])
+    cap.release()
+    obs = Observations.from_arrays(np.zeros((3, 25, 3)), "body25", (96, 72), track_ids=["clip"] * 3,
+                                   frame_numbers=[0, 1, 2], image_paths=[f"{video}#{i}" for i in range(3)])
+    flowed = _attach_flow(obs, "dis", load_recipe("video_flow"))
+    got = flowed.dense["flow"].numpy()
+    want = compute_flow(np.stack(decoded), method="dis")
+    np.testing.assert_allclose(got[:2], want[:2], atol=1e-5)
+    assert np.nanmedian(got[0, 10:-10, 10:-10, 0]) == pytest.approx(2.0, abs=0.5)  # it sees the motion

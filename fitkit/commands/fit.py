@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -173,22 +172,29 @@ def _attach_flow(obs, flow: str, recipe):
                               f"{missing[:5]} have no image path (field 'image_paths')")
         from PIL import Image
 
+        from fitkit.io.observations import video_frame_ref
+        from fitkit.viz.overlay import VideoFrames
+
         fields = np.full(tuple(obs.keypoints.shape[:1]) + (int(obs.image_size[0, 1]), int(obs.image_size[0, 0]), 2),
                          np.nan, dtype=np.float32)
-        for seg in split_segments(obs):
-            frames = []
-            for r in seg.rows:
-                try:
-                    frames.append(np.asarray(Image.open(paths[r]).convert("RGB")))
-                except OSError as exc:
-                    raise FitkitError(f"{paths[r]}: cannot read the image of frame {obs.frame_ids[r]!r}: {exc}") from None
-            if len(frames) > 1:
-                fields[list(seg.rows)] = compute_flow(np.stack(frames), method=flow)
+        with VideoFrames() as videos:  # image_paths may name video frames, '<video>#<index>'
+            for seg in split_segments(obs):
+                frames = []
+                for r in seg.rows:
+                    ref = video_frame_ref(paths[r])
+                    try:
+                        frames.append(videos.frame(*ref)[..., ::-1] if ref else
+                                      np.asarray(Image.open(paths[r]).convert("RGB")))
+                    except (OSError, FitkitError) as exc:
+                        raise FitkitError(f"{paths[r]}: cannot read the image of frame {obs.frame_ids[r]!r}: "
+                                          f"{exc}") from None
+                if len(frames) > 1:
+                    fields[list(seg.rows)] = compute_flow(np.ascontiguousarray(np.stack(frames)), method=flow)
         return add_flow(obs, fields)
     fields, missing = read_flow_files(flow, obs.frame_ids, tuple(int(v) for v in obs.image_size[0].tolist()))
     if missing:
-        print(f"fitkit fit: no flow file for {len(missing)} frame(s) (e.g. {missing[:3]}); the flow terms "
-              "skip those frame pairs", file=sys.stderr)
+        log.warning("no flow file for %d frame(s) (e.g. %s); the flow terms skip those frame pairs",
+                    len(missing), missing[:3])
     return add_flow(obs, fields)
 
 
