@@ -18,7 +18,8 @@ Per-sample flags (also documented in docs/fitting.md):
   its fitted keypoints are not further from the observed ones than
   :func:`keypoints_within_bound` allows (mean distance over the keypoints
   with confidence > 0 at most the person's box, 1.2 x the longest side of
-  their bounding box, and at most the image diagonal).
+  their bounding box, and at most the image diagonal). A ``nan`` sample is
+  never ``converged``.
 
 In a sequence stage (``sequence: true``, :mod:`fitkit.fitting.sequence`) the
 solver's samples are chunks of frames; a chunk runs when any of its frames has
@@ -37,14 +38,14 @@ import torch
 
 from fitkit.camera import facing_camera_orient, project
 from fitkit.fitting.camera_init import torso_pairs_for, translation_from_torso
-from fitkit.errors import ParameterError
+from fitkit.errors import ModelFileError, ParameterError
 from fitkit.fitting.camera_setup import FitCamera, build_fit_camera, masked_box
 from fitkit.fitting.objective import Objective, WeightedTerm
 from fitkit.fitting.params import PARAM_NAMES, ParamLayout
 from fitkit.fitting.recipe import Recipe, RecipeError
 from fitkit.fitting.sequence import SequenceLayout, SequenceObjective, plan_chunks, track_mean_betas
 from fitkit.init import InitError, initial_params
-from fitkit.solvers import make_solver
+from fitkit.solvers import SolveResult, make_solver
 from fitkit.terms.base import LATENT_KEY, SetupContext, get_term_class
 
 __all__ = ["FitResult", "fit", "prepare_init", "torso_translation", "keypoints_within_bound", "InitError"]
@@ -245,7 +246,10 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
         kind, _, args = recipe.term_args(key)
         try:
             term = get_term_class(kind)(**args)
-        except TypeError as exc:
+        except ModelFileError as exc:  # a missing or bad weight file: keep its type, name the key too
+            exc.args = (f"{recipe.source}: terms.{key}: {exc}",)
+            raise
+        except (TypeError, ValueError) as exc:  # the constructor's own argument checks
             raise RecipeError(f"{recipe.source}: terms.{key}: {exc}") from None
         term.setup(ctx)
         instances[key] = term
@@ -269,6 +273,7 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
         weighted = [WeightedTerm(k, instances[k], w) for k, w in stage.terms.items() if w > 0]
         latent = _stage_latent(weighted, stage, recipe.source, s)
         solver = make_solver(stage.solver)
+        evaluate_only = int(solver.options.get("iterations", 1)) == 0  # keep the start, report its energies
         start = dict(params)
         if carried is not None and carried[0] is latent:
             start[LATENT_KEY] = carried[1]
@@ -285,12 +290,12 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
             running = _chunks_running(plan, no_evidence | nan)
             cb = None if progress is None and trace is None else \
                 _StageCallback(stage.name, progress, trace, lambda z, lay=layout, p=params: lay.to_frames(z, p))
-            res = solver.run(objective, layout.encode(start), running, callback=cb)
+            res = _solve(solver, objective, layout.encode(start), running, cb, evaluate_only)
             x = res.x.detach()
             with torch.no_grad():
-                decoded = layout.to_frames(x, params)
+                decoded = dict(start) if evaluate_only else layout.to_frames(x, params)
             chunk_iters, chunk_conv, chunk_nan, secs = res.iterations, res.converged, res.nan, res.seconds
-            if "betas" in layout.free:
+            if "betas" in layout.free and not evaluate_only:
                 decoded["betas"] = track_mean_betas(decoded["betas"], plan)
                 again = running & plan.multi_chunk_tracks() & ~res.nan
                 frame_free = [n for n in stage.free if n != "betas"]
@@ -322,10 +327,11 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
             running = ~(no_evidence | nan)
             cb = None if progress is None and trace is None else \
                 _StageCallback(stage.name, progress, trace, lambda z, lay=layout, p=params: lay.decode(z, p, all_rows))
-            res = solver.run(objective, layout.encode(start, all_rows), running, callback=cb)
+            res = _solve(solver, objective, layout.encode(start, all_rows), running, cb, evaluate_only)
             x = res.x.detach()
             with torch.no_grad():
-                decoded = {k: v.detach() for k, v in layout.decode(x, params, all_rows).items()}
+                decoded = dict(start) if evaluate_only else \
+                    {k: v.detach() for k, v in layout.decode(x, params, all_rows).items()}
             stage_nan, stage_conv, stage_iters, secs = res.nan, res.converged, res.iterations, res.seconds
             ran = running & (res.iterations > 0)
         if LATENT_KEY in decoded:
@@ -338,7 +344,7 @@ def fit(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = No
         iterations[:, s] = stage_iters
         seconds.append(secs)
 
-    converged = converged & keypoints_within_bound(model, params, obs, camera)
+    converged = converged & ~nan & keypoints_within_bound(model, params, obs, camera)
     if isinstance(objective, SequenceObjective):
         energies = objective.frame_energies(x)
     else:
@@ -384,6 +390,19 @@ def keypoints_within_bound(model, params, observations, camera: FitCamera) -> to
     _, side, _ = masked_box(kps[..., :2], used)
     bound = torch.minimum((1.2 * side).clamp(min=1.0), camera.image_size.to(err).norm(dim=1))
     return ok & ((count == 0) | (err <= bound))
+
+
+def _solve(solver, objective, x0: torch.Tensor, running: torch.Tensor, callback, evaluate_only: bool) -> SolveResult:
+    """``solver.run``, or for an evaluate-only stage (``iterations: 0``) no step at all:
+    ``x0`` (S, D) back with its energies, zero iterations, nothing converged or flagged."""
+    if not evaluate_only:
+        return solver.run(objective, x0, running, callback=callback)
+    S = x0.shape[0]
+    with torch.no_grad():
+        energy = objective.energy(x0, torch.arange(S, device=x0.device)).detach()
+    none = torch.zeros(S, dtype=torch.bool, device=x0.device)
+    return SolveResult(x=x0.detach(), energy=energy, iterations=torch.zeros(S, dtype=torch.long, device=x0.device),
+                       converged=none, nan=none.clone(), seconds=0.0, stopped_by="iterations")
 
 
 def _check_lm_stage(layout, weighted, stage, solver, source: str, s: int) -> None:

@@ -46,7 +46,7 @@ from typing import Any, Sequence
 import yaml
 
 from fitkit import shipped
-from fitkit.errors import FitkitError
+from fitkit.fitting.recipe_schema import RecipeError, check_solver, check_term_options, check_weight
 from fitkit.shipped import NotShippedError
 
 __all__ = ["Recipe", "StageSpec", "RecipeError", "UnknownRecipeError", "load_recipe", "recipe_from_dict",
@@ -56,10 +56,6 @@ _TOP_KEYS = {"name", "description", "plugins", "body", "camera", "init", "terms"
              "sequence"}
 _STAGE_KEYS = {"name", "free", "terms", "solver", "rotation", "sequence"}
 _SEQUENCE_KEYS = {"chunk", "overlap"}
-
-
-class RecipeError(FitkitError, ValueError):
-    """A recipe that cannot be used; the message names the file and the key."""
 
 
 class UnknownRecipeError(RecipeError, NotShippedError):
@@ -172,6 +168,7 @@ def _import_plugin(name: str, source: str) -> None:
 
 def recipe_from_dict(data: dict, source: str = "<dict>") -> Recipe:
     """Validate a parsed recipe; errors name the source and the key."""
+    from fitkit.fitting.params import PARAM_NAMES, ROTATIONS
     from fitkit.terms.base import get_term_class  # late: registers the built-ins
 
     if not isinstance(data, dict):
@@ -184,13 +181,20 @@ def recipe_from_dict(data: dict, source: str = "<dict>") -> Recipe:
     terms = data.get("terms") or {}
     if not isinstance(terms, dict) or not terms:
         raise RecipeError(f"{source}: 'terms' must be a non-empty mapping of key -> {{type: ..., ...}}")
+    checked_terms = {}
     for key, spec in terms.items():
         if not isinstance(spec, dict) or "type" not in spec:
             raise RecipeError(f"{source}: terms.{key} needs a 'type' (a registered term name)")
         try:
-            get_term_class(spec["type"])
+            cls = get_term_class(spec["type"])
         except ValueError as exc:
             raise RecipeError(f"{source}: terms.{key}.type: {exc}") from None
+        options = {k: v for k, v in spec.items() if k not in ("type", "weight")}
+        checked = {"type": spec["type"]}
+        if "weight" in spec:
+            checked["weight"] = check_weight(spec["weight"], f"{source}: terms.{key}.weight")
+        checked.update(check_term_options(cls, options, f"{source}: terms.{key}"))
+        checked_terms[key] = checked
     raw_stages = data.get("stages")
     if not isinstance(raw_stages, list) or not raw_stages:
         raise RecipeError(f"{source}: 'stages' must be a non-empty list")
@@ -212,16 +216,19 @@ def recipe_from_dict(data: dict, source: str = "<dict>") -> Recipe:
             if k not in terms:
                 raise RecipeError(f"{where}.terms: {k!r} is not defined under the recipe's 'terms' "
                                   f"(defined: {sorted(terms)})")
-            w = terms[k].get("weight", 1.0) if w is None else w
-            if not isinstance(w, (int, float)) or w < 0:
-                raise RecipeError(f"{where}.terms.{k}: weight must be a number >= 0, got {w!r}")
+            w = checked_terms[k].get("weight", 1.0) if w is None else check_weight(w, f"{where}.terms.{k}")
             weights[k] = float(w)
         free = st.get("free")
         if not isinstance(free, list) or not free:
-            raise RecipeError(f"{where}.free: a non-empty list of parameter names")
-        solver = st.get("solver")
-        if not isinstance(solver, dict) or "type" not in solver:
-            raise RecipeError(f"{where}.solver: a mapping with a 'type' (adam, lbfgs, lm)")
+            raise RecipeError(f"{where}.free: a non-empty list of parameter names ({list(PARAM_NAMES)})")
+        unknown = [f for f in free if f not in PARAM_NAMES]
+        if unknown or len(set(free)) != len(free):
+            raise RecipeError(f"{where}.free: unknown or repeated parameter(s) {unknown or free}; "
+                              f"choose from {list(PARAM_NAMES)}")
+        rotation = st.get("rotation", "axis_angle")
+        if rotation not in ROTATIONS:
+            raise RecipeError(f"{where}.rotation: expected one of {list(ROTATIONS)}, got {rotation!r}")
+        solver = check_solver(st.get("solver"), f"{where}.solver")
         seq = st.get("sequence", False)
         if not isinstance(seq, bool):
             raise RecipeError(f"{where}.sequence: true or false, got {seq!r}")
@@ -231,8 +238,7 @@ def recipe_from_dict(data: dict, source: str = "<dict>") -> Recipe:
                 raise RecipeError(f"{where}.terms: {temporal} couple frames (temporal terms); they need a "
                                   "sequence stage (sequence: true)")
         stages.append(StageSpec(name=str(st.get("name", f"stage{i}")), free=[str(f) for f in free],
-                                terms=weights, solver=dict(solver),
-                                rotation=str(st.get("rotation", "axis_angle")), sequence=seq))
+                                terms=weights, solver=solver, rotation=rotation, sequence=seq))
     sequence = data.get("sequence") or {}
     if not isinstance(sequence, dict) or set(sequence) - _SEQUENCE_KEYS:
         raise RecipeError(f"{source}: sequence: a mapping with keys {sorted(_SEQUENCE_KEYS)}, got {sequence!r}")
@@ -246,7 +252,7 @@ def recipe_from_dict(data: dict, source: str = "<dict>") -> Recipe:
         raise RecipeError(f"{source}: sequence.overlap: an integer in [0, chunk={chunk}), got {overlap!r}")
     return Recipe(name=str(data.get("name", Path(source).stem)), description=str(data.get("description", "")),
                   body=dict(data.get("body") or {}), camera=dict(data.get("camera") or {}),
-                  init=dict(data.get("init") or {}), terms={k: dict(v) for k, v in terms.items()},
+                  init=dict(data.get("init") or {}), terms=checked_terms,
                   stages=stages, plugins=list(data.get("plugins") or []), source=source, data=data,
                   sequence=sequence)
 
