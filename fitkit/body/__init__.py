@@ -50,9 +50,13 @@ def load_body_model(model_type: str = "open", gender: str = "neutral", *, model_
 
         arrays = load_model_arrays(find_model_file("smpl", gender, model_dir))
         # Keypoint sets are defined on SMPL's own mesh; a re-meshed SMPL-format file gets none.
-        keypoint_sets = smpl_keypoint_sets() if arrays["v_template"].shape[0] == SMPL_NUM_VERTICES else None
+        n_verts = arrays["v_template"].shape[0]
+        keypoint_sets = smpl_keypoint_sets() if n_verts == SMPL_NUM_VERTICES else None
         model = BodyModel(arrays, num_betas=num_betas, keypoint_sets=keypoint_sets, name="smpl",
                           gender=gender, dtype=dtype)
+        if keypoint_sets is None:
+            model.keypoints_note = (f"{arrays.path}: the mesh has {n_verts} vertices, not SMPL's "
+                                    f"{SMPL_NUM_VERTICES}, so SMPL's keypoint sets do not apply")
     return model.to(device)
 
 

@@ -309,8 +309,9 @@ class BodyModel(torch.nn.Module):
             if keypoints not in self._keypoint_sets:  # maybe an alias such as 'openpose'
                 keypoints = _format_name(keypoints) or keypoints
             if keypoints not in self._keypoint_sets:
+                note = getattr(self, "keypoints_note", None)  # why a model has none, when its loader knows
                 raise ParameterError(f"keypoints: unknown keypoint set {keypoints!r}; "
-                                     f"this model has {sorted(self._keypoint_sets)}")
+                                     f"this model has {sorted(self._keypoint_sets)}" + (f" ({note})" if note else ""))
             kps = self._keypoint_sets[keypoints]
         kp_ids = None if kps is None else np.asarray(kps.vertex_ids, dtype=np.int64)
 

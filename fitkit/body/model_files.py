@@ -63,6 +63,11 @@ _FACE_KEYS = ("lmk_faces_idx", "lmk_bary_coords")
 _CONTOUR_KEYS = ("dynamic_lmk_faces_idx", "dynamic_lmk_bary_coords")
 _TYPE_KEYS = {"smpl": (), "smplh": _HAND_KEYS, "smplx": _HAND_KEYS + _FACE_KEYS}
 _INT_KEYS = frozenset({"kintree_table", "f"})
+# Largest magnitude accepted in the float arrays of a model: v_template, shapedirs and
+# posedirs are meters (a body far beyond 100 m, or a blend shape moving a vertex that far,
+# is a broken or mis-scaled file, e.g. millimetres); J_regressor and weights are mixing
+# weights, normally in [0, 1].
+MAX_ABS_VALUE = 100.0
 _HAND_POSE_DIM = 45  # 15 hand joints x 3 axis-angle components
 
 
@@ -203,8 +208,9 @@ def load_model_arrays(path: PathLike) -> ModelArrays:
 
     Raises:
         ModelFileError: unknown extension, unreadable or unsafe file, a
-            required key missing, or a shape/dtype/finiteness violation; the
-            message names the file, the key and what was expected.
+            required key missing, or a shape/dtype/finiteness violation, or a
+            float array with magnitudes above :data:`MAX_ABS_VALUE` (100 m);
+            the message names the file, the key and what was expected.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -298,6 +304,14 @@ def _validate_core(arrays: dict, path: Path) -> dict:
         elif array.dtype.kind != "f":
             out[key] = array.astype(np.float64)
 
+    for key in REQUIRED_KEYS:
+        if key in _INT_KEYS or not out[key].size:
+            continue
+        peak = float(np.abs(out[key]).max())
+        if peak > MAX_ABS_VALUE:
+            unit = "meters" if key in ("v_template", "shapedirs", "posedirs") else "mixing weights"
+            raise ModelFileError(f"{path}: key '{key}' holds values up to {peak:.3g} in magnitude; expected "
+                                 f"{unit} within +-{MAX_ABS_VALUE:g} (a corrupt or mis-scaled file?)")
     v_template, kintree = out["v_template"], out["kintree_table"]
     if v_template.ndim != 2 or v_template.shape[1] != 3:
         raise _fail(path, "v_template", "(V, 3)", v_template)

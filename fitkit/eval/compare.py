@@ -195,6 +195,9 @@ def load_grid(path: str | Path, overrides: dict | None = None) -> Grid:
     bench = data.get("benchmark")
     if bench is not None and not isinstance(bench, dict):
         raise FitkitError(f"{src}: 'benchmark' must be a mapping (frames, difficulty, seed, image_size)")
+    frames = (bench or {}).get("frames", 16)
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise FitkitError(f"{src}: benchmark.frames: expected an integer >= 1 (frames to synthesize), got {frames!r}")
     grid = Grid(source=src, benchmark=bench, dataset=None if bench is not None else str(data["dataset"]),
                 inits=inits, data_terms={str(k): str(v) for k, v in terms.items()}, priors=priors,
                 solvers={str(k): (None if v is None else dict(v)) for k, v in solvers.items()},
@@ -474,10 +477,10 @@ def run(args, *, progress: Callable[[int, int, str], None] | None = None) -> dic
     if grid.benchmark is not None:
         spec = dict(grid.benchmark)
         frames = int(spec.pop("frames", 16))
-        spec["image_size"] = tuple(spec.get("image_size", (256, 256)))
         try:
+            spec["image_size"] = tuple(spec.get("image_size", (256, 256)))
             data = make_benchmark(model, frames, **spec)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # e.g. an unknown key or difficulty, a bad image_size
             raise FitkitError(f"{grid.source}: benchmark: {exc}") from None
     else:
         data = load_benchmark(grid.dataset)

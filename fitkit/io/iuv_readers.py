@@ -14,7 +14,8 @@
   dicts with plain numpy arrays: boxes under ``'pred_boxes_XYXY'`` (or
   ``'boxes'``), (K, 4) x0, y0, x1, y1 pixels, and IUVs under
   ``'pred_densepose'`` (or ``'iuv'``), a list of K (3, h, w) arrays (I, U, V;
-  U, V in [0, 1] or 0..255). Torch tensors and DensePose's result classes
+  U, V in [0, 1] or 0..255). Boxes must be finite, within 1e5 px, with
+  x1 >= x0 and y1 >= y0, and IUVs finite. Torch tensors and DensePose's result classes
   (what ``apply_net dump`` writes) are refused with an explanation of how to
   convert them.
 - :func:`paste_box_iuv`: per-box IUVs composed into a full-image (H, W, 3) map.
@@ -110,6 +111,7 @@ def read_densepose_results(path) -> list[tuple[np.ndarray, list[np.ndarray]]]:
             raise _unsupported(path, f"entry {i} lacks 'pred_boxes_XYXY'/'boxes' or 'pred_densepose'/'iuv'")
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) if np.size(boxes) else np.zeros((0, 4),
                                                                                                    np.float32)
+        _check_boxes(boxes, f"{path}: entry {i}, field 'pred_boxes_XYXY'")
         if isinstance(iuvs, np.ndarray) and iuvs.ndim == 4:
             iuvs = list(iuvs)
         if not isinstance(iuvs, (list, tuple)) or len(iuvs) != len(boxes):
@@ -121,11 +123,36 @@ def read_densepose_results(path) -> list[tuple[np.ndarray, list[np.ndarray]]]:
                 raise _unsupported(path, f"entry {i}, box {k}: IUV must be a numeric (3, h, w) array, got "
                                          f"{a.dtype} {a.shape}")
             a = a.astype(np.float32)
+            if not np.isfinite(a).all():
+                raise ObservationError(f"{path}: entry {i}, box {k}: the IUV array holds NaN or infinite values")
             if np.nanmax(a[1:], initial=0) > 1:
                 a[1:] /= 255.0
             arrs.append(a)
         out.append((boxes, arrs))
     return out
+
+
+#: Largest box coordinate accepted, in pixels (a box beyond it is a corrupt file, and pasting
+#: it would allocate an image-sized index per pixel of the box).
+MAX_BOX_PX = 1e5
+
+
+def _check_boxes(boxes: np.ndarray, where: str) -> None:
+    """(K, 4) XYXY boxes: finite, within +-MAX_BOX_PX, x1 >= x0 and y1 >= y0; ObservationError naming ``where``."""
+    if boxes.size == 0:
+        return
+    bad = ~np.isfinite(boxes).all(axis=1)
+    if bad.any():
+        raise ObservationError(f"{where}: box(es) {np.flatnonzero(bad)[:5].tolist()} hold NaN or infinite "
+                               f"coordinates: {boxes[bad][0].tolist()}")
+    bad = (np.abs(boxes) > MAX_BOX_PX).any(axis=1)
+    if bad.any():
+        raise ObservationError(f"{where}: box(es) {np.flatnonzero(bad)[:5].tolist()} have coordinates beyond "
+                               f"{MAX_BOX_PX:g} px: {boxes[bad][0].tolist()}")
+    bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if bad.any():
+        raise ObservationError(f"{where}: box(es) {np.flatnonzero(bad)[:5].tolist()} are not x0, y0, x1, y1 with "
+                               f"x1 >= x0 and y1 >= y0: {boxes[bad][0].tolist()}")
 
 
 def paste_box_iuv(image_size, boxes, iuvs) -> np.ndarray:
@@ -145,6 +172,7 @@ def paste_box_iuv(image_size, boxes, iuvs) -> np.ndarray:
     w_img, h_img = int(image_size[0]), int(image_size[1])
     out = np.zeros((h_img, w_img, 3), np.float32)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    _check_boxes(boxes, "paste_box_iuv: boxes")
     if len(iuvs) != len(boxes):
         raise ValueError(f"paste_box_iuv: {len(boxes)} boxes but {len(iuvs)} IUV arrays")
     for box, a in zip(boxes, iuvs):

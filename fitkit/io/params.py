@@ -15,7 +15,10 @@ transl        (N, 3)       translation in meters, camera frame (OpenCV axes)
 An **init file** needs any subset of these (missing ones default: body
 facing the camera, zero pose and shape, translation from the torso keypoints).
 A JSON file with the same keys (lists of rows) is accepted too. A result file
-is a valid init file.
+is a valid init file. Other names are refused (:func:`load_params` lists the
+accepted ones): a misspelt ``body_poses`` must not leave the pose at zero. The
+entries fitkit writes beside the parameters (result metadata, ``intrinsics``
+of ``fitkit import``, ``benchmark_version``) are accepted and not read.
 
 A **result file** (schema ``fitkit.result/1``) adds:
 
@@ -48,6 +51,16 @@ __all__ = ["ParamFileError", "load_params", "save_result", "load_result", "RESUL
 
 RESULT_SCHEMA = "fitkit.result/1"
 PARAM_KEYS = ("global_orient", "body_pose", "betas", "transl")
+#: Other entries an init file may hold, because fitkit itself writes them: a result file
+#: (:func:`save_result`, the chunk files of ``fitkit fit`` with their ``stamp``), ``fitkit
+#: import`` (``intrinsics``) and a saved benchmark (``benchmark_version``). They are read
+#: past; any other name is refused, so that a misspelt parameter cannot silently default.
+OTHER_INIT_KEYS = ("schema", "intrinsics", "image_size", "frame_ids", "keypoint_format", "converged", "nan",
+                   "no_evidence", "transl_from_torso", "iterations", "stage_names", "stage_seconds",
+                   "err2d_px", "reproj_err_crop_px", "body_model", "gender", "recipe_name", "recipe",
+                   "observations", "fit_seconds", "stamp", "benchmark_version")
+#: Name prefixes of such entries: per-term energies, quality flags, a benchmark's cue truth.
+OTHER_INIT_PREFIXES = ("energy_", "quality_", "truth_")
 
 
 class ParamFileError(FitkitError, ValueError):
@@ -59,7 +72,8 @@ def load_params(path) -> dict[str, np.ndarray]:
 
     Returns: name -> float array (N, ...), only the names the file has.
     Raises ParamFileError naming the file (and field) when it is missing,
-    unreadable, has none of the parameter names, or a parameter is not numeric 2-D.
+    unreadable, has none of the parameter names or a name fitkit does not know
+    (:data:`OTHER_INIT_KEYS`), or a parameter is not numeric 2-D.
     """
     path = Path(path)
     src = str(path)
@@ -78,6 +92,12 @@ def load_params(path) -> dict[str, np.ndarray]:
             raise
         raise ParamFileError(f"{src}: cannot read ({type(exc).__name__}: {exc}); expected a .npz "
                              "(no pickles) or .json file of smplx-named arrays") from None
+    unknown = sorted(k for k in raw if k not in PARAM_KEYS and k not in OTHER_INIT_KEYS
+                     and not str(k).startswith(OTHER_INIT_PREFIXES))
+    if unknown:
+        raise ParamFileError(f"{src}: unknown field(s) {unknown}; an init file holds {list(PARAM_KEYS)} "
+                             f"(and what fitkit writes beside them: {list(OTHER_INIT_KEYS)}, "
+                             f"{'/'.join(p + '*' for p in OTHER_INIT_PREFIXES)})")
     out = {}
     for key in PARAM_KEYS:
         if key not in raw:
