@@ -137,3 +137,82 @@ def test_progress_callback_reports_every_iteration(spec):
     assert [c[0] for c in calls] == list(range(len(calls))) and len(calls) == int(res.iterations.max())
     assert all(n == 5 for _, _, n in calls)
     assert [c[1] for c in calls] == sorted((c[1] for c in calls), reverse=True)
+
+
+# ---------------------------------------------------------------- batch independence and flags
+
+def test_rowwise_cholesky_solve_matches_lapack_and_ignores_the_batch():
+    from fitkit.solvers.lm import cholesky_solve_rowwise
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(9, 40, 30, generator=g, dtype=torch.float64)
+    M = a.transpose(1, 2) @ a + 0.1 * torch.eye(30, dtype=torch.float64)
+    b = torch.randn(9, 30, generator=g, dtype=torch.float64)
+    L = torch.linalg.cholesky(M)
+    x = cholesky_solve_rowwise(L, b)
+    ref = torch.cholesky_solve(b[..., None], L)[..., 0]
+    torch.testing.assert_close(x, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close((M @ x[..., None])[..., 0], b, rtol=1e-10, atol=1e-10)
+    for i in range(9):  # each sample alone: the same bits
+        assert torch.equal(cholesky_solve_rowwise(L[i:i + 1], b[i:i + 1])[0], x[i])
+    assert torch.equal(cholesky_solve_rowwise(L[[7, 2, 5]], b[[7, 2, 5]]), x[[7, 2, 5]])
+
+
+def test_adam_follows_torch_optim_adam():
+    problem, x0 = _exp_problem()
+    spec = {"type": "adam", "lr": 0.01, "iterations": 6, "ftol": 0, "patience": 100}
+    res = make_solver(spec).run(problem, x0, torch.ones(5, dtype=torch.bool))
+    for b in range(5):
+        p = x0[b:b + 1].clone().requires_grad_(True)
+        opt = torch.optim.Adam([p], lr=0.01)
+        for _ in range(6):
+            opt.zero_grad()
+            problem.energy(p, torch.tensor([b])).sum().backward()
+            opt.step()
+        # the energy falls at every one of these steps, so the best iterate is the last
+        torch.testing.assert_close(res.x[b], p.detach()[0], rtol=0, atol=1e-12)
+
+
+class WithNaN:
+    """The exponential problem, with NaN energies for the samples in ``bad``."""
+
+    def __init__(self, inner, bad):
+        self.inner, self.bad = inner, torch.as_tensor(bad)
+
+    def residuals(self, x, index):
+        r = self.inner.residuals(x, index)
+        hit = torch.isin(index, self.bad)[:, None]
+        return torch.where(hit, torch.full_like(r, float("nan")), r)
+
+    def energy(self, x, index):
+        r = self.residuals(x, index)
+        return (r * r).sum(1)
+
+    def residuals_and_jacobian(self, x, index):
+        _, J = self.inner.residuals_and_jacobian(x, index)
+        return self.residuals(x, index), J
+
+
+@pytest.mark.parametrize("spec", SOLVERS, ids=lambda s: s["type"])
+def test_a_sample_is_solved_the_same_alone_or_in_any_batch(spec):
+    problem, x0 = _exp_problem()
+    spec = dict(spec, iterations=40)
+    full = make_solver(spec).run(WithNaN(problem, [1]), x0, torch.ones(5, dtype=torch.bool))
+    assert full.nan.tolist() == [False, True, False, False, False]
+    assert not bool(full.converged[1])
+    for b in (0, 2, 3, 4):
+        alone = Exponential(problem.t, problem.y[b:b + 1])
+        one = make_solver(spec).run(alone, x0[b:b + 1], torch.ones(1, dtype=torch.bool))
+        assert torch.equal(one.x[0], full.x[b]) and torch.equal(one.energy[0], full.energy[b])
+        assert int(one.iterations[0]) == int(full.iterations[b])
+        assert bool(one.converged[0]) == bool(full.converged[b])
+
+
+@pytest.mark.parametrize("spec", SOLVERS[:2], ids=lambda s: s["type"])
+def test_a_sample_that_cannot_improve_stops_without_the_converged_flag(spec):
+    a = torch.tensor([1.0, -0.5], dtype=torch.float64)
+    x0 = torch.tensor([[1.0, 1.0], [-1.2, 1.0]], dtype=torch.float64)  # sample 0 starts at its minimum
+    res = make_solver(dict(spec, iterations=2000)).run(Rosenbrock(a), x0, torch.ones(2, dtype=torch.bool))
+    assert torch.equal(res.x[0], x0[0]) and float(res.energy[0]) == 0.0
+    assert res.converged.tolist() == [False, True]
+    assert int(res.iterations[0]) < 2000
