@@ -231,10 +231,13 @@ def test_bad_options(tmp_path, fake):
     video.write_bytes(b"")
     with pytest.raises(DetectError, match="not both"):
         detect_cmd.run(_args([good, video], tmp_path / "o.npz"), detector_factory=fake)
-    with pytest.raises(DetectError, match="--every"):
-        detect_cmd.run(_args([good], tmp_path / "o.npz", every=0), detector_factory=fake)
-    with pytest.raises(DetectError, match="--min-confidence"):
-        detect_cmd.run(_args([good], tmp_path / "o.npz", min_confidence=1.5), detector_factory=fake)
+    for option, value in (("every", 0), ("min_confidence", 1.5)):
+        with pytest.raises(SystemExit):  # the parser refuses it
+            _args([good], tmp_path / "o.npz", **{option: value})
+        args = _args([good], tmp_path / "o.npz")  # and so does run() when called with a Namespace
+        setattr(args, option, value)
+        with pytest.raises(DetectError, match="--" + option.replace("_", "-")):
+            detect_cmd.run(args, detector_factory=fake)
     with pytest.raises(DetectError, match="is a folder"):
         detect_cmd.run(_args([good], tmp_path), detector_factory=fake)
 
