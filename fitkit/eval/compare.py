@@ -62,6 +62,7 @@ from fitkit.eval.metrics import err2d, evaluate_bodies, pa_mpjpe
 from fitkit.fitting.camera_setup import build_fit_camera
 from fitkit.fitting.engine import fit, torso_translation
 from fitkit.fitting.recipe import RecipeError, load_recipe
+from fitkit.fitting.recipe_schema import check_solver
 from fitkit.io.atomic import atomic_write
 from fitkit.priors.presets import PRIOR_NAMES
 from fitkit.solvers import make_solver
@@ -185,6 +186,7 @@ def load_grid(path: str | Path, overrides: dict | None = None) -> Grid:
     for name, spec in solvers.items():
         if spec is None:
             continue
+        check_solver(spec, f"{src}: solvers.{name}")  # the recipes' own rules (types, ranges)
         try:
             make_solver(dict(spec))
         except (TypeError, ValueError, KeyError) as exc:

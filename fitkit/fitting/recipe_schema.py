@@ -258,12 +258,16 @@ def check_term_options(cls: type, options: Mapping[str, Any], where: str) -> dic
     Returns:
         the options with numbers normalised (exponent-notation strings -> float).
     """
-    try:
-        params = dict(inspect.signature(cls.__init__).parameters)
-    except (TypeError, ValueError):  # no introspectable signature: name rules only
+    open_kwargs = False
+    if cls.__init__ is object.__init__:  # a term without a constructor takes no options
         params = {}
+    else:
+        try:
+            params = dict(inspect.signature(cls.__init__).parameters)
+        except (TypeError, ValueError):  # no introspectable signature: name rules only
+            params, open_kwargs = {}, True
     params.pop("self", None)
-    open_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values()) or not params
+    open_kwargs = open_kwargs or any(p.kind == p.VAR_KEYWORD for p in params.values())
     accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = sorted(set(options) - set(accepted))
     if unknown and not open_kwargs:
@@ -272,7 +276,6 @@ def check_term_options(cls: type, options: Mapping[str, Any], where: str) -> dic
     out = {}
     for name, value in options.items():
         path = f"{where}.{name}"
-        _finite_everywhere(value, path)
         param = params.get(name)
         scalar = None if param is None else _scalar_types(param)
         numeric = scalar is None or bool(scalar[0] & {"int", "float"})  # e.g. not scale_by_size (a bool)
@@ -281,6 +284,8 @@ def check_term_options(cls: type, options: Mapping[str, Any], where: str) -> dic
             value = rule.check(value, path)
         elif name == "weights" and isinstance(value, Mapping):
             value = {k: check_weight(v, f"{path}.{k}") for k, v in value.items()}
+        else:
+            _finite_everywhere(value, path)
         if scalar is not None:
             allowed, none_ok = scalar
             if not ((value is None and none_ok) or (value is not None and _has_type(value, allowed))):
