@@ -27,6 +27,10 @@ evidence and is not ``nan``, so frames without evidence inside it are filled
 in by the temporal terms (they keep their ``no_evidence`` flag). A frame is
 ``nan`` when any chunk holding it was, ``converged`` when all were, and its
 iteration count is the largest of its chunks'.
+
+A stage whose solver has ``iterations: 0`` only evaluates: no solver step,
+its start is kept exactly, its iteration count is 0 and it changes no flag
+(the energies reported after it are those of its start).
 """
 from __future__ import annotations
 

@@ -32,6 +32,11 @@ every other key of a term except ``weight`` goes to its constructor. Weights
 scale energies (SPIN's ``pose_prior_weight = 4.78`` is ``weight: 22.85``).
 Overrides from the command line use dotted paths with YAML values:
 ``stages.1.solver.iterations=50``, ``terms.pose.path=/data/gmm_08.pkl``.
+
+Every value is typed and range-checked once, after the overrides, by the rules
+of :mod:`fitkit.fitting.recipe_schema` (so an override meets exactly the rules
+of the file); errors name the file, the key path and the value. A stage with
+``iterations: 0`` only evaluates: it keeps its start and reports its energies.
 """
 from __future__ import annotations
 
