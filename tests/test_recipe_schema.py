@@ -166,3 +166,17 @@ def test_a_missing_prior_file_keeps_its_type_and_names_the_key(model, example, t
     r = load_recipe("demo", [f"terms.pose.path={tmp_path / 'absent.pkl'}"])
     with pytest.raises(ModelFileError, match=r"demo.yaml: terms\.pose: .*absent\.pkl"):
         fit(model, example.observations, r, example.init)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"sigma": "nan"}, "sigma"), ({"sigma": float("nan")}, "sigma"), ({"confidence_power": float("inf")},
+                                                                      "confidence_power"),
+    ({"min_confidence": -0.5}, "min_confidence"), ({"reference_size": 0}, "reference_size"),
+    ({"weights": {"nose": -1.0}}, "weights"),
+])
+def test_keypoints2d_constructor_checks_its_arguments(kwargs, name):
+    """Through the API (no recipe) the term's own checks name the argument."""
+    from fitkit.terms.keypoints2d import Keypoints2D
+
+    with pytest.raises(ValueError, match=rf"keypoints2d\.{name}:"):
+        Keypoints2D(**kwargs)

@@ -27,6 +27,8 @@ flags them ``no_evidence``).
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Mapping, Sequence
 
 import torch
@@ -53,6 +55,11 @@ def _power(c: torch.Tensor, p: float) -> torch.Tensor:
     return out[:flat.numel()].reshape(c.shape)
 
 
+def _is_real(value) -> bool:
+    """An int or float (a numpy scalar too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 @register_term("keypoints2d")
 class Keypoints2D(Term):
     """Args:
@@ -74,8 +81,18 @@ class Keypoints2D(Term):
                  ignore: Sequence[str] = (), only: Sequence[str] | None = None,
                  weights: Mapping[str, float] | None = None, min_confidence: float = 0.0,
                  scale_by_size: bool = False, reference_size: float = 224.0):
-        if sigma is not None and not sigma > 0:
+        if sigma is not None and not (_is_real(sigma) and 0 < sigma < math.inf):
             raise ValueError(f"keypoints2d.sigma: expected a positive number of pixels or null, got {sigma!r}")
+        for name, value, positive in (("confidence_power", confidence_power, False),
+                                      ("min_confidence", min_confidence, False),
+                                      ("reference_size", reference_size, True)):
+            if not (_is_real(value) and math.isfinite(value) and (value > 0 if positive else value >= 0)):
+                raise ValueError(f"keypoints2d.{name}: expected a finite number {'>' if positive else '>='} 0, "
+                                 f"got {value!r}")
+        if weights is not None and not (isinstance(weights, Mapping) and all(
+                _is_real(w) and math.isfinite(w) and w >= 0 for w in weights.values())):
+            raise ValueError(f"keypoints2d.weights: expected a mapping keypoint name -> finite number >= 0, "
+                             f"got {weights!r}")
         self.sigma = None if sigma is None else float(sigma)
         self.confidence_power = float(confidence_power)
         self.ignore = tuple(ignore)
