@@ -22,6 +22,8 @@ units.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from fitkit.body.lbs import axis_angle_to_matrix
@@ -31,8 +33,8 @@ __all__ = ["JointAcceleration", "JointVelocity", "PoseRate"]
 
 
 def _check_fps(fps):
-    if fps is not None and (not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps <= 0):
-        raise ValueError(f"fps must be a positive number or null, got {fps!r}")
+    if fps is not None and (not isinstance(fps, (int, float)) or isinstance(fps, bool) or not 0 < fps < math.inf):
+        raise ValueError(f"fps must be a positive finite number or null, got {fps!r}")
     return None if fps is None else float(fps)
 
 
