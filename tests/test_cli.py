@@ -240,3 +240,13 @@ def test_numeric_options_are_checked_by_the_parser(argv, option, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {option}" in err and argv[argv.index(option) + 1] in err
+
+
+def test_overlay_writing_shows_its_own_progress(tmp_path, capsys):
+    obs = _small_fit_input(tmp_path)
+    argv = ["fit", "--recipe", "demo", "--input", str(obs), "--set", "stages.1.solver.iterations=1",
+            "-o", str(tmp_path / "o"), "--overlays", "0,2"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"overlays: 100%.*\b2/2\b", err), err[-400:]
+    assert sorted(p.name for p in (tmp_path / "o" / "overlays").iterdir()) == ["synthetic_000000.png", "synthetic_000002.png"]

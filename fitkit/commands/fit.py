@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def run(args) -> dict:
                                   fit_seconds=f"{time.perf_counter() - t0:.3f}")
         files = [result_path]
         if args.meshes or args.overlays:
-            files += _write_extras(args, model, obs, arrays, out_dir, device)
+            files += _write_extras_with_bar(args, model, obs, arrays, out_dir, device)
     seconds = time.perf_counter() - t0
     e = arrays["err2d_px"]
     summary = {
@@ -248,6 +249,20 @@ def _fit_chunk(model, obs, idx, init, recipe, device, progress, args) -> dict:
     arrays = result_arrays(model, sub, recipe, res)
     arrays.pop("frame_ids")  # the chunk file and result.npz add them
     return arrays
+
+
+def _write_extras_with_bar(args, model, obs, arrays, out_dir: Path, device) -> list[Path]:
+    """:func:`_write_extras` with a bar over the overlays written (none under -q or without overlays)."""
+    if args.quiet or not args.overlays:
+        return _write_extras(args, model, obs, arrays, out_dir, device)
+    from tqdm import tqdm
+
+    with tqdm(unit="overlay", file=sys.stderr, dynamic_ncols=True, desc="overlays", mininterval=0.5) as bar:
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return _write_extras(args, model, obs, arrays, out_dir, device, progress=advance)
 
 
 def _write_extras(args, model, obs, arrays, out_dir: Path, device, progress=None) -> list[Path]:
