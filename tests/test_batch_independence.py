@@ -64,6 +64,8 @@ class Case:
             got = res.params[name][positions]
             want = self.reference.params[name][rows]
             assert torch.equal(got, want), f"{name}: max difference {float((got - want).abs().max()):.3g}"
+        for key, energy in self.reference.energies.items():
+            assert torch.equal(res.energies[key][positions], energy[rows]), key
         assert torch.equal(res.converged[positions], self.reference.converged[rows])
         assert torch.equal(res.iterations[positions], self.reference.iterations[rows])
 
@@ -124,3 +126,23 @@ def test_float64_also_bit_identical(solver):
     keep = [i for i in range(len(rows)) if i != 5]
     c.assert_same(res, [rows[i] for i in keep], positions=keep)
     assert bool(res.nan[5])
+
+
+def test_keypoint_bound_of_the_converged_flag():
+    from fitkit.fitting.camera_setup import build_fit_camera
+    from fitkit.fitting.engine import keypoints_within_bound
+
+    model = load_body_model("open", num_betas=10, dtype=torch.float64)
+    ex = make_keypoint_example(model, 4, noise_px=2.0, seed=5)
+    obs = ex.observations.to(dtype=torch.float64)
+    camera = build_fit_camera({"mode": "full"}, obs, dtype=torch.float64, device="cpu")
+    gt = {k: ex.gt[k].double() for k in NAMES}
+    assert keypoints_within_bound(model, gt, obs, camera).all()  # the true bodies: a few pixels of noise
+    kps = obs.keypoints.clone()
+    used = kps[..., 2] > 0
+    side = (kps[1, used[1], :2].amax(0) - kps[1, used[1], :2].amin(0)).max()
+    kps[1, :, 0] += 1.3 * float(side)  # every keypoint of frame 1 moved by more than the person's box
+    kps[2, :, :2] = 1e6  # frame 2: beyond the image diagonal too
+    kps[3, :, 2] = 0.0  # frame 3: nothing observed, nothing to hold against the fit
+    obs.keypoints = kps
+    assert keypoints_within_bound(model, gt, obs, camera).tolist() == [True, False, False, True]
