@@ -24,13 +24,6 @@ class Adam(Solver):
         x = x0.detach().clone()
         m = torch.zeros_like(x)
         v = torch.zeros_like(x)
-        steps = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        # bias corrections 1 - beta^t as tables indexed by each sample's step count: a
-        # tensor power rounds differently in the vectorized body and the scalar tail of
-        # the kernel, i.e. with the sample's position in the batch
-        t_max = int(o["iterations"]) + 1
-        bias1 = torch.tensor([1.0 - b1 ** t for t in range(t_max + 1)], dtype=x.dtype, device=x.device)
-        bias2 = torch.tensor([1.0 - b2 ** t for t in range(t_max + 1)], dtype=x.dtype, device=x.device)
         it = 0
         while True:
             idx = tr.rows()
@@ -43,12 +36,16 @@ class Adam(Solver):
             ok = tr.observe(idx, xa, E, torch.isfinite(g).all(dim=1))
             tr.count_progress(idx[ok])
             rows, g = idx[ok], g[ok]
-            steps[rows] += 1
-            t = steps[rows]
+            # Every sample still running has taken a step at every iteration (one that
+            # stops never resumes), so the bias corrections are the same Python numbers
+            # for all of them, as in torch.optim.Adam. (A tensor power instead would
+            # round differently in the vectorized body and the scalar tail of the
+            # kernel, i.e. with the sample's position in the batch.)
+            t = it + 1
             m[rows] = b1 * m[rows] + (1 - b1) * g
             v[rows] = b2 * v[rows] + (1 - b2) * g * g
-            m_hat = m[rows] / bias1.index_select(0, t)[:, None]
-            v_hat = v[rows] / bias2.index_select(0, t)[:, None]
+            m_hat = m[rows] / (1 - b1 ** t)
+            v_hat = v[rows] / (1 - b2 ** t)
             x[rows] = xa[ok] - lr * m_hat / (v_hat.sqrt() + eps)
             if tr.step_done(idx, it, callback):
                 break
