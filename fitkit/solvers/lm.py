@@ -4,7 +4,8 @@ For every sample b: with residuals r (R,) and Jacobian J (R, D) at x,
 
     (J^T J + lambda_b * diag(J^T J)) delta = -J^T r
 
-is solved (a D x D system per sample, Cholesky, all samples at once); the
+is solved (a D x D system per sample: batched Cholesky factorization, then
+:func:`cholesky_solve_rowwise`, whose result does not depend on the batch); the
 step is accepted when it lowers that sample's energy. lambda_b follows
 Nielsen's gain-ratio rule: shrink it after a good step (towards Gauss–Newton),
 double it (and keep doubling) after a rejected one (towards short gradient
