@@ -59,7 +59,7 @@ SCHEMA = "fitkit.observations/1"
 #: Entries a ``fitkit.observations/1`` file may hold.
 REQUIRED_ENTRIES = ("schema", "keypoints", "keypoint_format", "image_size")
 OPTIONAL_ENTRIES = ("intrinsics", "bbox", "frame_ids", "image_paths", "track_ids", "frame_numbers",
-                    "keypoints3d")
+                    "keypoints3d", "extrinsics")
 #: File entries ``dense_<name>`` hold the dense cue ``<name>`` (see :attr:`Observations.dense`).
 DENSE_PREFIX = "dense_"
 #: File suffixes (lower case) that make an ``image_paths`` entry a video: ``<video>#<frame index>``.
@@ -136,6 +136,10 @@ class Observations:
             root-centred origin is fine), and a confidence in [0, 1] (0 = not
             observed), e.g. MediaPipe's world landmarks or a lifting network's
             output. Read by the ``smplr`` initializer.
+        extrinsics: (N, 4, 4) float or None: each frame's world -> camera
+            transform [[R, t], [0, 0, 0, 1]] (t in meters), set from a
+            calibration file by :func:`fitkit.io.cameras.apply_camera`. The fit
+            itself works in camera coordinates; this says where that camera is.
 
     Instances compare by identity (``eq=False``): tensors have no single truth value.
         invalid_keypoints: how many NaN/inf keypoints were turned into
@@ -157,6 +161,7 @@ class Observations:
     track_ids: Optional[list[str]] = None
     frame_numbers: Optional[list[int]] = None
     keypoints3d: Optional[torch.Tensor] = None
+    extrinsics: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         src = self.source
@@ -171,7 +176,8 @@ class Observations:
             raise _fail(src, "keypoints", f"has shape {_shape_str(kp.shape)}, expected (N, {k}, 3) "
                                           f"for format '{fmt.name}'")
         n = kp.shape[0]
-        for name, trailing in (("image_size", (2,)), ("intrinsics", (3, 3)), ("bbox", (4,))):
+        for name, trailing in (("image_size", (2,)), ("intrinsics", (3, 3)), ("bbox", (4,)),
+                               ("extrinsics", (4, 4))):
             value = getattr(self, name)
             if value is None:
                 if name == "image_size":
@@ -246,6 +252,7 @@ class Observations:
         return dataclasses.replace(
             self, keypoints=move(self.keypoints), image_size=move(self.image_size),
             intrinsics=move(self.intrinsics), bbox=move(self.bbox), keypoints3d=move(self.keypoints3d),
+            extrinsics=move(self.extrinsics),
             dense=None if self.dense is None else {k: move(v) for k, v in self.dense.items()},
             frame_ids=list(self.frame_ids),
             image_paths=None if self.image_paths is None else list(self.image_paths),
@@ -281,6 +288,7 @@ class Observations:
         return dataclasses.replace(
             self, keypoints=pick(self.keypoints), image_size=pick(self.image_size),
             intrinsics=pick(self.intrinsics), bbox=pick(self.bbox), keypoints3d=pick(self.keypoints3d),
+            extrinsics=pick(self.extrinsics),
             dense=None if self.dense is None else {k: pick(v) for k, v in self.dense.items()},
             frame_ids=[self.frame_ids[r] for r in rows],
             image_paths=None if self.image_paths is None else [self.image_paths[r] for r in rows],
@@ -316,7 +324,7 @@ class Observations:
                     source: str = "<arrays>", dtype: torch.dtype = torch.float32,
                     dense: Optional[dict] = None, track_ids: Optional[Sequence[str]] = None,
                     frame_numbers: Optional[Sequence[int]] = None,
-                    keypoints3d=None) -> "Observations":
+                    keypoints3d=None, extrinsics=None) -> "Observations":
         """Validate numpy arrays or tensors and build :class:`Observations` on the CPU.
 
         Args:
@@ -337,6 +345,9 @@ class Observations:
             keypoints3d: None or (N, K, 4) x, y, z (meters, camera-aligned axes),
                 confidence in [0, 1]; rows with NaN/inf are set to
                 (0, 0, 0, 0) like 2D keypoints (counted in the warning).
+            extrinsics: None, (N, 4, 4) or one (4, 4) world -> camera transform
+                shared by all frames: finite, last row (0, 0, 0, 1), a rotation
+                block (orthonormal, det 1, within 1e-5).
         Raises:
             ObservationError: see the module docstring. NaN/inf keypoints are
             repaired with an ObservationWarning instead.
@@ -351,15 +362,33 @@ class Observations:
         tracks = _names(track_ids, "track_ids", source, n, ids=True, unique=False)
         numbers = None if frame_numbers is None else _frame_numbers(frame_numbers, tracks, source, n)
         k3 = None if keypoints3d is None else _keypoints3d(keypoints3d, fields["keypoints"].shape, source)
+        extr = None if extrinsics is None else _extrinsics(extrinsics, n, source)
         return cls(keypoints=to_t(fields["keypoints"]), keypoint_format=fields["keypoint_format"],
                    image_size=to_t(fields["image_size"]), intrinsics=to_t(fields["intrinsics"]),
                    bbox=to_t(fields["bbox"]), frame_ids=fields["frame_ids"],
                    image_paths=fields["image_paths"], source=source,
                    invalid_keypoints=fields["invalid_keypoints"], dense=dense,
-                   track_ids=tracks, frame_numbers=numbers, keypoints3d=to_t(k3))
+                   track_ids=tracks, frame_numbers=numbers, keypoints3d=to_t(k3), extrinsics=to_t(extr))
 
 
 # ---------------------------------------------------------------- validation
+
+def _extrinsics(value, n: int, source: str) -> np.ndarray:
+    """(N, 4, 4) float64 world -> camera transforms, checked (finite, last row 0 0 0 1, rotation block)."""
+    arr = _per_frame(value, "extrinsics", source, n, (4, 4))
+    if not np.isfinite(arr).all():
+        raise _fail(source, "extrinsics", f"must be finite; bad in {_bad_frames(~np.isfinite(arr))}")
+    bad = (arr[:, 3, :] != np.array([0.0, 0.0, 0.0, 1.0])).any(axis=1)
+    if bad.any():
+        raise _fail(source, "extrinsics", f"last row must be (0, 0, 0, 1); bad in {_bad_frames(bad)}")
+    rot = arr[:, :3, :3]
+    ortho = np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
+    bad = (ortho > 1e-5) | (np.abs(np.linalg.det(rot) - 1.0) > 1e-5)
+    if bad.any():
+        raise _fail(source, "extrinsics", f"[:3, :3] must be a rotation (orthonormal, det 1); bad in "
+                                          f"{_bad_frames(bad)}")
+    return arr
+
 
 def _keypoints3d(value, kp_shape, source: str) -> np.ndarray:
     """(N, K, 4) float64 3D keypoints, checked; NaN/inf rows become "not observed" with a warning."""
@@ -638,6 +667,8 @@ def save_observations(path, obs: Observations) -> Path:
         arrays["frame_numbers"] = np.array(obs.frame_numbers, dtype=np.int64)
     if obs.keypoints3d is not None:
         arrays["keypoints3d"] = _keypoints3d(numpy(obs.keypoints3d), tuple(obs.keypoints.shape), src)
+    if obs.extrinsics is not None:
+        arrays["extrinsics"] = _extrinsics(numpy(obs.extrinsics), len(obs), src)
     if obs.dense is not None:
         _check_dense(obs.dense, len(obs), src, numpy(obs.image_size))
         arrays.update({DENSE_PREFIX + k: numpy(v) for k, v in obs.dense.items()})
@@ -704,5 +735,5 @@ def load_observations(path, *, dtype: torch.dtype = torch.float32) -> Observatio
         entries["keypoints"], fmt, entries["image_size"], intrinsics=entries.get("intrinsics"),
         bbox=entries.get("bbox"), frame_ids=names["frame_ids"], image_paths=names["image_paths"],
         source=src, dtype=dtype, track_ids=names["track_ids"], frame_numbers=entries.get("frame_numbers"),
-        keypoints3d=entries.get("keypoints3d"),
+        keypoints3d=entries.get("keypoints3d"), extrinsics=entries.get("extrinsics"),
         dense={k[len(DENSE_PREFIX):]: v for k, v in entries.items() if k.startswith(DENSE_PREFIX)} or None)
