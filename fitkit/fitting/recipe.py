@@ -51,14 +51,14 @@ from typing import Any, Sequence
 import yaml
 
 from fitkit import shipped
-from fitkit.fitting.recipe_schema import RecipeError, check_solver, check_term_options, check_weight
+from fitkit.fitting.recipe_schema import RecipeError, check_hypotheses, check_solver, check_term_options, check_weight
 from fitkit.shipped import NotShippedError
 
 __all__ = ["Recipe", "StageSpec", "RecipeError", "UnknownRecipeError", "load_recipe", "recipe_from_dict",
            "apply_overrides"]
 
 _TOP_KEYS = {"name", "description", "plugins", "body", "camera", "init", "terms", "stages", "quality",
-             "sequence"}
+             "sequence", "hypotheses"}
 _STAGE_KEYS = {"name", "free", "terms", "solver", "rotation", "sequence"}
 _SEQUENCE_KEYS = {"chunk", "overlap"}
 
@@ -92,6 +92,8 @@ class Recipe:
     source: str = "<dict>"
     sequence: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    #: the checked ``hypotheses:`` section ({} without one; :mod:`fitkit.fitting.hypotheses`)
+    hypotheses: dict[str, Any] = field(default_factory=dict)
 
     def term_args(self, key: str) -> tuple[str, float, dict[str, Any]]:
         """(type, default weight, constructor kwargs) of term ``key``."""
@@ -259,7 +261,8 @@ def recipe_from_dict(data: dict, source: str = "<dict>") -> Recipe:
                   body=dict(data.get("body") or {}), camera=dict(data.get("camera") or {}),
                   init=dict(data.get("init") or {}), terms=checked_terms,
                   stages=stages, plugins=list(data.get("plugins") or []), source=source, data=data,
-                  sequence=sequence)
+                  sequence=sequence,
+                  hypotheses=check_hypotheses(data.get("hypotheses"), len(stages), f"{source}: hypotheses"))
 
 
 def load_recipe(path_or_name: str | Path, overrides: Sequence[str] = (), prior: str | None = None) -> Recipe:

@@ -36,6 +36,7 @@ from typing import Any, Mapping
 from fitkit.errors import FitkitError
 
 __all__ = ["RecipeError", "Rule", "SOLVER_RULES", "COMMON_SOLVER_RULES", "number", "check_weight",
+           "check_hypotheses", "HYPOTHESES_DEFAULTS",
            "check_solver", "check_term_options", "term_option_rule"]
 
 
@@ -294,4 +295,59 @@ def check_term_options(cls: type, options: Mapping[str, Any], where: str) -> dic
             if isinstance(value, str) and "str" not in allowed:
                 value = float(value)
         out[name] = value
+    return out
+
+
+# ---------------------------------------------------------------- hypotheses
+
+#: Defaults of a recipe's ``hypotheses:`` section (:mod:`fitkit.fitting.hypotheses`).
+HYPOTHESES_DEFAULTS: dict[str, Any] = {"yaw": [0.0, 90.0, 180.0, 270.0], "smplr": "auto", "stages": 2,
+                                       "iterations": 15, "yaw_switch_cost": None, "swap": {}}
+_SWAP_DEFAULTS: dict[str, Any] = {"upper": True, "lower": True, "switch_cost": 200.0, "swapped_cost": 20.0}
+
+
+def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
+    """A recipe's ``hypotheses:`` section, checked and completed with the defaults.
+
+    Args:
+        spec: the section (None or absent: no hypotheses, returns ``{}``).
+        num_stages: the recipe's number of stages (``stages`` may not exceed it).
+        where: ``"<file>: hypotheses"``.
+    Returns:
+        ``{yaw: [degrees], smplr: 'auto'|True|False, stages: int, iterations: int|None,
+        yaw_switch_cost: float|None, swap: {upper, lower, switch_cost, swapped_cost} or False}``.
+    """
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise RecipeError(f"{where}: expected a mapping with keys {sorted(HYPOTHESES_DEFAULTS)}, got {spec!r}")
+    unknown = sorted(set(spec) - set(HYPOTHESES_DEFAULTS))
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {unknown}; known: {sorted(HYPOTHESES_DEFAULTS)}")
+    out = {**HYPOTHESES_DEFAULTS, **spec}
+    yaw = out["yaw"]
+    if not isinstance(yaw, (list, tuple)) or not yaw:
+        raise RecipeError(f"{where}.yaw: expected a non-empty list of angles in degrees, got {yaw!r}")
+    out["yaw"] = [float(Rule().check(a, f"{where}.yaw.{j}")) for j, a in enumerate(yaw)]
+    if out["smplr"] not in ("auto", True, False):
+        raise RecipeError(f"{where}.smplr: expected auto, true or false, got {out['smplr']!r}")
+    out["stages"] = Rule(integer=True, lo=1, hi=num_stages).check(out["stages"], f"{where}.stages")
+    out["iterations"] = Rule(integer=True, lo=1, none_ok=True).check(out["iterations"], f"{where}.iterations")
+    out["yaw_switch_cost"] = Rule(lo=0.0, none_ok=True).check(out["yaw_switch_cost"], f"{where}.yaw_switch_cost")
+    swap = out["swap"]
+    if swap is False or swap is None:
+        out["swap"] = False
+    elif isinstance(swap, Mapping):
+        bad = sorted(set(swap) - set(_SWAP_DEFAULTS))
+        if bad:
+            raise RecipeError(f"{where}.swap: unknown key(s) {bad}; known: {sorted(_SWAP_DEFAULTS)}")
+        swap = {**_SWAP_DEFAULTS, **swap}
+        for key in ("upper", "lower"):
+            if not isinstance(swap[key], bool):
+                raise RecipeError(f"{where}.swap.{key}: expected true or false, got {swap[key]!r}")
+        for key in ("switch_cost", "swapped_cost"):
+            swap[key] = float(_NON_NEGATIVE.check(swap[key], f"{where}.swap.{key}"))
+        out["swap"] = swap if (swap["upper"] or swap["lower"]) else False
+    else:
+        raise RecipeError(f"{where}.swap: expected a mapping ({sorted(_SWAP_DEFAULTS)}) or false, got {swap!r}")
     return out

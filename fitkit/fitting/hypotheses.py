@@ -1,0 +1,379 @@
+"""Facing and left/right hypotheses: a layer above :func:`fitkit.fitting.engine.fit`.
+
+A monocular fit cannot tell from 2D keypoints alone whether a person faces
+the camera or turns their back to it, and detectors sometimes swap the left
+and right labels of a person's limbs for a run of frames. A local solver
+started on the wrong side stays there. :func:`fit_with_hypotheses` tries the
+alternatives before the full fit, when the recipe has a ``hypotheses:``
+section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
+
+    hypotheses:
+      yaw: [0, 90, 180, 270]   # degrees about the body's own vertical axis, applied to the start
+      smplr: auto              # auto | true | false: the SMPLR start (from keypoints3d) as one more
+      stages: 2                # the recipe's first stages make the short fit of each hypothesis
+      iterations: 15           # at most this many solver iterations per stage there (null: as the recipe)
+      yaw_switch_cost: null    # null: one start per track; a number: Viterbi over frames, this energy per switch
+      swap: {upper: true, lower: true, switch_cost: 200, swapped_cost: 20}   # or false
+
+1. **Starts.** The recipe's ``init`` gives the start (its ``global_orient``
+   R). Yaw hypothesis j turns the body by angle a_j about its own vertical
+   (y) axis: R_j = R R_y(a_j), the rest of the start unchanged. With
+   ``smplr`` (``auto``: when the observations have ``keypoints3d`` and the
+   recipe's own start is not SMPLR already) SMPLR's start is one more
+   hypothesis. All H hypotheses of all N frames are stacked into one batch of
+   H*N rows (each hypothesis a track of its own, so sequence stages see whole
+   tracks) and fitted with the recipe's first ``stages`` stages, their
+   iterations capped at ``iterations``. The per-frame total energy E[h, n]
+   (the engine's ``energies['total']``, under the last short stage's
+   weights) then picks one hypothesis per track (the smallest sum over the
+   track's frames), or with ``yaw_switch_cost`` a Viterbi path over each
+   run of consecutive frames (a person who turns around).
+2. **Labels.** From the chosen starts, the labellings "upper body swapped",
+   "lower body swapped" and "both" (left/right pairs of the keypoint format,
+   :func:`swap_permutations`; ``keypoints3d`` are swapped with the 2D
+   keypoints, as both come from the same detection) get the same short fit
+   (stacked again). A Viterbi over each run of consecutive frames picks a
+   labelling per frame, with cost E[l, n] + ``swapped_cost`` (a swapped
+   labelling must gain that much to win a frame) and ``switch_cost`` per
+   flag changed between consecutive frames.
+3. **Full fit.** :func:`fitkit.fitting.engine.fit` runs the whole recipe once
+   more, from the chosen start (the start, not its short fit) on the chosen
+   labelling.
+
+What was chosen is in ``FitResult.info['hypotheses']`` and, as the arrays
+meant for ``result.npz``, in :func:`hypotheses_arrays`. Without a
+``hypotheses:`` section :func:`fit_with_hypotheses` is :func:`engine.fit`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from fitkit.body.keypoint_formats import get_format
+from fitkit.fitting import engine
+from fitkit.fitting.camera_setup import build_fit_camera
+from fitkit.fitting.recipe import Recipe
+from fitkit.fitting.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from fitkit.fitting.sequence import split_segments
+from fitkit.init import InitError, initial_params
+
+__all__ = ["fit_with_hypotheses", "hypotheses_arrays", "swap_permutations", "swap_labels", "yaw_orient",
+           "viterbi", "LABELLINGS", "LOWER_BODY_WORDS"]
+
+log = logging.getLogger(__name__)
+
+#: (swap upper, swap lower) of the labellings, in the order of ``info['hypotheses']['swap_energies']``.
+LABELLINGS = ((False, False), (True, False), (False, True), (True, True))
+#: a keypoint whose name holds one of these words belongs to the lower body (the rest: upper body and face)
+LOWER_BODY_WORDS = ("hip", "knee", "ankle", "heel", "foot", "toe")
+#: the terms that read dense cues; other terms never need them, so the stacked short fits leave them out
+_DENSE_TERMS = {"vertex_flow", "photometric_flow", "densepose", "displacements"}
+
+
+def _mirror_name(name: str) -> str | None:
+    parts = name.split("_")
+    swapped = ["right" if p == "left" else "left" if p == "right" else p for p in parts]
+    return "_".join(swapped) if swapped != parts else None
+
+
+def swap_permutations(keypoint_format: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K,) long permutations that swap the left/right pairs of the upper and of the lower body.
+
+    Pairs are the names that differ by ``left`` <-> ``right`` (``left_wrist`` /
+    ``right_wrist``, BlazePose's ``mouth_left`` / ``mouth_right``); the lower body
+    is the keypoints named with a word of :data:`LOWER_BODY_WORDS` (hips down),
+    the upper body everything else (face included). Unpaired keypoints (nose,
+    neck, mid_hip) map to themselves.
+    """
+    names = get_format(keypoint_format).names
+    lookup = {n: i for i, n in enumerate(names)}
+    upper, lower = list(range(len(names))), list(range(len(names)))
+    for i, n in enumerate(names):
+        other = _mirror_name(n)
+        if other is None or other not in lookup:
+            continue
+        target = lower if any(w in n for w in LOWER_BODY_WORDS) else upper
+        target[i] = lookup[other]
+    return torch.tensor(upper), torch.tensor(lower)
+
+
+def swap_labels(observations, swap_upper, swap_lower):
+    """The observations with the left/right labels swapped on the flagged frames.
+
+    Args:
+        observations: N frames.
+        swap_upper, swap_lower: (N,) bool (tensor, array or list).
+    Returns:
+        observations whose ``keypoints`` and ``keypoints3d`` rows are permuted by
+        :func:`swap_permutations` where flagged; everything else is shared.
+    """
+    obs = observations
+    dev = obs.keypoints.device
+    up, low = (p.to(dev) for p in swap_permutations(obs.keypoint_format))
+    su = torch.as_tensor(np.asarray(swap_upper, dtype=bool), device=dev)[:, None]
+    sl = torch.as_tensor(np.asarray(swap_lower, dtype=bool), device=dev)[:, None]
+    K = up.shape[0]
+    idx = torch.arange(K, device=dev).expand(len(obs), K)
+    idx = torch.where(su, up[idx], idx)
+    idx = torch.where(sl, low[idx], idx)  # the two groups are disjoint, so the order does not matter
+
+    def permute(t):
+        return None if t is None else torch.gather(t, 1, idx[..., None].expand(-1, -1, t.shape[-1]))
+
+    return dataclasses.replace(obs, keypoints=permute(obs.keypoints), keypoints3d=permute(obs.keypoints3d))
+
+
+def yaw_orient(global_orient: torch.Tensor, degrees: float) -> torch.Tensor:
+    """(N, 3) axis-angle ``R R_y(degrees)``: each body turned about its own vertical (y) axis."""
+    a = math.radians(float(degrees))
+    c, s = math.cos(a), math.sin(a)
+    Ry = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], dtype=global_orient.dtype,
+                      device=global_orient.device)
+    return matrix_to_axis_angle(axis_angle_to_matrix(global_orient) @ Ry)
+
+
+def viterbi(costs: np.ndarray, switch: np.ndarray) -> np.ndarray:
+    """The state path of least total cost.
+
+    Args:
+        costs: (T, S) cost of state s at step t (inf allowed, not NaN).
+        switch: (S, S) cost of going from state i at t to state j at t+1.
+    Returns:
+        (T,) int64 states; ties go to the lower state index.
+    """
+    T, S = costs.shape
+    total = costs[0].astype(np.float64).copy()
+    back = np.zeros((T, S), dtype=np.int64)
+    for t in range(1, T):
+        step = total[:, None] + switch  # (from, to)
+        back[t] = np.argmin(step, axis=0)
+        total = step[back[t], np.arange(S)] + costs[t]
+    path = np.zeros(T, dtype=np.int64)
+    path[-1] = int(np.argmin(total))
+    for t in range(T - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
+
+
+def _stack(obs, H: int, keep_dense: bool):
+    """H copies of the N frames as H*N rows (copy-major), each copy its own tracks."""
+    N = len(obs)
+    tracks = obs.track_ids or ["0"] * N
+    numbers = obs.time_indices()
+
+    def rep(t):
+        return t.repeat(H, *[1] * (t.dim() - 1))
+
+    changes = {}
+    for f in dataclasses.fields(obs):  # every per-frame tensor (keypoints, intrinsics, keypoints3d, ...)
+        value = getattr(obs, f.name)
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == N:
+            changes[f.name] = rep(value)
+    changes.update(
+        frame_ids=[f"{f}~h{h}" for h in range(H) for f in obs.frame_ids],
+        track_ids=[f"{t}~h{h}" for h in range(H) for t in tracks],
+        frame_numbers=[int(v) for _ in range(H) for v in numbers],
+        image_paths=None if obs.image_paths is None else list(obs.image_paths) * H,
+        dense={k: rep(v) for k, v in obs.dense.items()} if keep_dense and obs.dense else None)
+    return dataclasses.replace(obs, **changes)
+
+
+def _short_recipe(recipe: Recipe, spec: Mapping[str, Any]) -> Recipe:
+    cap = spec["iterations"]
+    stages = []
+    for st in recipe.stages[:spec["stages"]]:
+        solver = dict(st.solver)
+        if cap is not None:
+            solver["iterations"] = min(int(solver.get("iterations", cap)), int(cap))
+        stages.append(dataclasses.replace(st, solver=solver))
+    return dataclasses.replace(recipe, name=f"{recipe.name} (hypotheses)", stages=stages,
+                               init={"type": "file", "transl": recipe.init.get("transl", "auto")}, hypotheses={})
+
+
+def _energies(model, obs, recipe, starts: Sequence[Mapping[str, torch.Tensor]], keep_dense: bool,
+              device, dtype) -> np.ndarray:
+    """(H, N) total energies of the short fits from H starts (each smplx-named (N, ...))."""
+    H, N = len(starts), len(obs)
+    init = {k: torch.cat([s[k] for s in starts]) for k in starts[0]}
+    res = engine.fit(model, _stack(obs, H, keep_dense), recipe, init, device=device, dtype=dtype)
+    e = res.energies["total"].detach().cpu().double().numpy().reshape(H, N)
+    return np.where(np.isfinite(e), e, np.inf)
+
+
+def _per_track_choice(obs, energies: np.ndarray, switch_cost: float | None) -> np.ndarray:
+    """(N,) hypothesis per frame from (H, N) energies: per track, or a Viterbi per segment."""
+    H, N = energies.shape
+    choice = np.zeros(N, dtype=np.int64)
+    if switch_cost is None:
+        tracks = obs.track_ids or [""] * N
+        for t in dict.fromkeys(tracks):
+            rows = np.array([i for i, tt in enumerate(tracks) if tt == t])
+            choice[rows] = int(np.argmin(energies[:, rows].sum(axis=1)))
+        return choice
+    switch = np.full((H, H), float(switch_cost))
+    np.fill_diagonal(switch, 0.0)
+    for seg in split_segments(obs):
+        rows = np.array(seg.rows)
+        choice[rows] = viterbi(energies[:, rows].T, switch)
+    return choice
+
+
+def _starts(model, obs, recipe: Recipe, init, spec, device, dtype):
+    """(names, yaw degrees, starts, has_transl, init_info): the hypotheses' starting parameters."""
+    N = len(obs)
+    camera = build_fit_camera(recipe.camera, obs, dtype=dtype, device=device)
+    base, init_info = initial_params(recipe.init, model, obs, camera, init, source=recipe.source)
+    kind = init_info["type"]
+    if kind == "smplr":
+        log.info("%s: the SMPLR start reads %s", obs.source, "keypoints3d" if obs.keypoints3d is not None
+                 else "the 2D keypoints, lifted (no keypoints3d in the observations)")
+    base, has_transl = engine.prepare_init(base, model, N, device=device, dtype=dtype,
+                                           source="init" if kind == "file" else f"init.type {kind}")
+    keys = ["global_orient", "body_pose", "betas"] + (["transl"] if has_transl else [])
+    base = {k: base[k] for k in keys}
+    names, yaws, starts = [], [], []
+    for a in spec["yaw"]:
+        names.append(f"yaw{float(a):g}")
+        yaws.append(float(a))
+        starts.append(dict(base, global_orient=yaw_orient(base["global_orient"], a)))
+    want = spec["smplr"]
+    if want == "auto":
+        want = obs.keypoints3d is not None and kind != "smplr"
+    if want:
+        try:
+            smplr, info = initial_params({"type": "smplr"}, model, obs, camera, None, source=recipe.source)
+        except InitError as exc:
+            if spec["smplr"] != "auto":
+                raise
+            log.warning("hypotheses: no SMPLR start (%s)", exc)
+        else:
+            log.info("%s: the SMPLR hypothesis reads %s (%d frame(s) fell back to the mean pose)", obs.source,
+                     "keypoints3d" if obs.keypoints3d is not None else "the 2D keypoints, lifted",
+                     len(info["fallback_rows"]))
+            smplr, _ = engine.prepare_init(smplr, model, N, device=device, dtype=dtype, source="init.type smplr")
+            names.append("smplr")
+            yaws.append(0.0)
+            starts.append(dict(base, **{k: smplr[k] for k in ("global_orient", "body_pose", "betas")}))
+    return names, yaws, starts, init_info
+
+
+def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, Any] | None = None,
+                        **fit_kwargs) -> engine.FitResult:
+    """Fit like :func:`fitkit.fitting.engine.fit`, trying the recipe's facing and
+    left/right hypotheses first (module docstring).
+
+    Args:
+        model, observations, recipe, init: as for :func:`engine.fit`.
+        fit_kwargs: passed to the final :func:`engine.fit` (``device``, ``dtype``,
+            ``progress``, ``trace``, ``init_source``); the short fits use ``device``
+            and ``dtype`` only.
+    Returns:
+        the final fit; ``info['hypotheses']`` holds ``names`` (H str),
+        ``yaw_deg`` (H floats), ``energies`` ((H, N) float64 numpy, the short
+        fits' totals), ``yaw_index`` ((N,) int64), ``swap_upper`` / ``swap_lower``
+        ((N,) bool), ``swap_energies`` ((4, N) float64 in :data:`LABELLINGS`
+        order; inf where a labelling was not tried) and ``settings``.
+    """
+    spec = getattr(recipe, "hypotheses", None) or {}
+    if not spec:
+        return engine.fit(model, observations, recipe, init, **fit_kwargs)
+    device = torch.device(fit_kwargs.get("device") or model.device)
+    dtype = fit_kwargs.get("dtype") or model.dtype
+    model = model.to(device=device, dtype=dtype)
+    obs = observations.to(device=device, dtype=dtype)
+    N = len(obs)
+    short = _short_recipe(recipe, spec)
+    used = {recipe.terms[k]["type"] for st in short.stages for k, w in st.terms.items() if w > 0}
+    keep_dense = bool(used & _DENSE_TERMS)
+
+    names, yaws, starts, init_info = _starts(model, obs, recipe, init, spec, device, dtype)
+    energies = _energies(model, obs, short, starts, keep_dense, device, dtype)
+    choice = _per_track_choice(obs, energies, spec["yaw_switch_cost"])
+    rows = torch.as_tensor(choice, device=device)
+    pick = torch.arange(N, device=device)
+    chosen = {k: torch.stack([s[k] for s in starts])[rows, pick] for k in starts[0]}
+    log.info("hypotheses: starts %s chosen on %s frames", names,
+             [int((choice == h).sum()) for h in range(len(names))])
+
+    swap_upper = np.zeros(N, dtype=bool)
+    swap_lower = np.zeros(N, dtype=bool)
+    swap_energies = np.full((len(LABELLINGS), N), np.inf)
+    swap_energies[0] = energies[choice, np.arange(N)]
+    swap = spec["swap"]
+    if swap:
+        tried = [i for i, (u, lo) in enumerate(LABELLINGS)
+                 if i > 0 and (swap["upper"] or not u) and (swap["lower"] or not lo)]
+        if tried:
+            relabelled = [swap_labels(obs, np.full(N, LABELLINGS[i][0]), np.full(N, LABELLINGS[i][1]))
+                          for i in tried]
+            swap_energies[tried] = _relabelled_energies(model, relabelled, short, chosen, keep_dense, device, dtype)
+            flags = np.array(LABELLINGS, dtype=np.float64)
+            changes = np.abs(flags[:, None, :] - flags[None, :, :]).sum(-1)  # flags changed between labellings
+            switch = float(swap["switch_cost"]) * changes
+            swapped = float(swap["swapped_cost"]) * (flags.sum(1) > 0)
+            costs = swap_energies + swapped[:, None]
+            labelling = np.zeros(N, dtype=np.int64)
+            for seg in split_segments(obs):
+                r = np.array(seg.rows)
+                labelling[r] = viterbi(costs[:, r].T, switch)
+            swap_upper = flags[labelling, 0] > 0
+            swap_lower = flags[labelling, 1] > 0
+            log.info("hypotheses: left/right swapped on %d frame(s) (upper body) and %d (lower body)",
+                     int(swap_upper.sum()), int(swap_lower.sum()))
+
+    final_obs = swap_labels(observations, swap_upper, swap_lower) if (swap_upper.any() or swap_lower.any()) \
+        else observations
+    final = dataclasses.replace(recipe, init={"type": "file", "transl": recipe.init.get("transl", "auto")})
+    res = engine.fit(model, final_obs, final, chosen, **fit_kwargs)
+    res.info["init"] = dict(init_info, hypotheses=True)
+    res.info["hypotheses"] = {
+        "names": names, "yaw_deg": yaws, "energies": energies, "yaw_index": choice,
+        "swap_upper": swap_upper, "swap_lower": swap_lower, "swap_energies": swap_energies,
+        "settings": dict(spec)}
+    return res
+
+
+def _relabelled_energies(model, parts, short, chosen, keep_dense, device, dtype) -> np.ndarray:
+    """(L, N) energies of the short fit from ``chosen`` on each of L relabelled observations,
+    as one stacked batch of L*N rows."""
+    L, N = len(parts), len(parts[0])
+    base = _stack(parts[0], L, keep_dense)
+    kps = torch.cat([p.keypoints for p in parts])
+    k3 = None if parts[0].keypoints3d is None else torch.cat([p.keypoints3d for p in parts])
+    stacked = dataclasses.replace(base, keypoints=kps, keypoints3d=k3)
+    init = {k: v.repeat(L, *[1] * (v.dim() - 1)) for k, v in chosen.items()}
+    res = engine.fit(model, stacked, short, init, device=device, dtype=dtype)
+    e = res.energies["total"].detach().cpu().double().numpy().reshape(L, N)
+    return np.where(np.isfinite(e), e, np.inf)
+
+
+def hypotheses_arrays(result: engine.FitResult) -> dict[str, np.ndarray]:
+    """The per-frame arrays of ``result.info['hypotheses']`` to write into ``result.npz``
+    (empty without hypotheses):
+
+    - ``hypothesis_index`` (N,) int64: the chosen start, an index into ``hypothesis_names``;
+    - ``hypothesis_yaw_deg`` (N,) float64: the yaw (degrees) that start applied;
+    - ``hypothesis_smplr`` (N,) bool: the chosen start is SMPLR's;
+    - ``swap_upper``, ``swap_lower`` (N,) bool: left/right labels swapped before the fit;
+    - ``hypothesis_energies`` (N, H) float64 and ``swap_energies`` (N, 4) float64
+      (inf: not tried), the short fits' total energies;
+    - ``hypothesis_names`` (H,) unicode.
+    """
+    h = result.info.get("hypotheses")
+    if not h:
+        return {}
+    idx = np.asarray(h["yaw_index"], dtype=np.int64)
+    names = np.array(h["names"], dtype=str)
+    return {"hypothesis_index": idx,
+            "hypothesis_yaw_deg": np.asarray(h["yaw_deg"], dtype=np.float64)[idx],
+            "hypothesis_smplr": names[idx] == "smplr",
+            "swap_upper": np.asarray(h["swap_upper"], dtype=bool),
+            "swap_lower": np.asarray(h["swap_lower"], dtype=bool),
+            "hypothesis_energies": np.ascontiguousarray(np.asarray(h["energies"], dtype=np.float64).T),
+            "swap_energies": np.ascontiguousarray(np.asarray(h["swap_energies"], dtype=np.float64).T),
+            "hypothesis_names": names}
