@@ -253,6 +253,12 @@ def _add_detect_parser(sub, parents) -> None:
                    help="MediaPipe's person-detection score threshold (default 0.5)")
     p.add_argument("--every", type=POSITIVE_INT, default=1, metavar="N",
                    help="videos: keep every N-th frame (default 1: all frames)")
+    p.add_argument("--max-people", type=POSITIVE_INT, default=1, metavar="N",
+                   help="find up to N people per frame (default 1: the most prominent one, tracked by MediaPipe); "
+                        "N > 1 detects, paints the person out and detects again, and tracks the people by box "
+                        "overlap into tracks <video stem>_p0, _p1, ... (docs/detect.md)")
+    p.add_argument("--masks", metavar="MASKS.npz",
+                   help="also write each row's segmentation mask (uint8 0/1 at 1/4 of the image size)")
     p.add_argument("--json", metavar="PATH", help="also write the summary (with every empty frame's id) as JSON")
 
 

@@ -242,6 +242,153 @@ def test_bad_options(tmp_path, fake):
         detect_cmd.run(_args([good], tmp_path), detector_factory=fake)
 
 
+# ---------------------------------------------------------------- several people (fake detector)
+
+class FakeMultiDetector:
+    """'People' are bright (>= 200) rectangles; detects the largest one with 33 keypoints on a grid
+    inside it and (with enable_segmentation) its mask. Painted-out people (grey 128) are not seen."""
+
+    made: list = []
+
+    def __init__(self, **options):
+        self.options = options
+        self.calls = 0
+        self.closed = False
+        FakeMultiDetector.made.append(self)
+
+    def detect(self, image):
+        import cv2
+
+        self.calls += 1
+        bright = (image[..., 0] >= 200).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(bright)
+        if n < 2:
+            return None
+        k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        x, y, w, h = stats[k, :4]
+        gx, gy = np.meshgrid(np.linspace(x, x + w - 1, 3), np.linspace(y, y + h - 1, 11))
+        kp = np.stack([gx.ravel(), gy.ravel(), np.full(33, 0.9)], axis=1)
+        mask = (labels == k).astype(np.float32) if self.options.get("enable_segmentation") else None
+        return Detection(keypoints=kp, keypoints3d=np.concatenate([kp[:, :2] / 100, kp[:, 2:] * 0, kp[:, 2:]], 1),
+                         image_size=(image.shape[1], image.shape[0]), mask=mask)
+
+    def close(self):
+        self.closed = True
+
+
+def _people_frames(T=6):
+    """(T, 60, 90, 3): a big person moving right, a small one moving left, absent in frame 3."""
+    frames = np.zeros((T, 60, 90, 3), np.uint8)
+    for t in range(T):
+        frames[t, 5:55, 5 + 2 * t:25 + 2 * t] = 230          # big: 20 x 50
+        if t != 3:
+            frames[t, 20:50, 70 - 2 * t:82 - 2 * t] = 210    # small: 12 x 30
+    return frames
+
+
+def test_box_iou_and_keypoint_box():
+    from fitkit.detect.multi import box_iou, keypoint_box
+
+    a = np.array([[0, 0, 10, 10], [5, 5, 15, 15]], float)
+    b = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 5, 10]], float)
+    iou = box_iou(a, b)
+    np.testing.assert_allclose(iou, [[1, 0, 0.5], [25 / 175, 0, 0]])
+    kp = np.array([[1, 2, 0.9], [5, 9, 0.8], [100, 100, 0.0], [3, 4, 0.5]])
+    np.testing.assert_array_equal(keypoint_box(kp), [1, 2, 5, 9])
+    assert keypoint_box(kp, min_confidence=0.85) is None  # one point is not a box
+
+
+def test_detect_people_paints_out_and_stops():
+    from fitkit.detect.multi import detect_people, paint_out
+
+    image = _people_frames()[0]
+    det = FakeMultiDetector(enable_segmentation=True)
+    found = detect_people(det, image, 3)
+    assert len(found) == 2 and det.calls == 3  # the third search finds nobody
+    assert found[0].keypoints[:, 0].min() == 5 and found[1].keypoints[:, 0].min() == 70  # largest first
+    painted = paint_out(image, found[0])
+    assert (painted[5:55, 5:25] == 128).all() and (painted[20:50, 70:82] == 210).all()
+    assert (image[5:55, 5:25] == 230).all()  # the input is not changed
+    # without a mask, the keypoint box (enlarged) is painted
+    no_mask = FakeMultiDetector()
+    found = detect_people(no_mask, image, 2)
+    assert len(found) == 2 and found[0].mask is None
+    assert len(detect_people(no_mask, image, 1)) == 1
+
+    class Stubborn:  # returns the same person through the paint
+        def detect(self, im):
+            return found[0]
+    assert len(detect_people(Stubborn(), image, 4)) == 1
+    with pytest.raises(ValueError, match="max_people"):
+        detect_people(no_mask, image, 0)
+
+
+def test_box_tracker_keeps_ids_through_a_gap_and_swapped_order():
+    from fitkit.detect.multi import BoxTracker
+
+    tr = BoxTracker(min_iou=0.2, max_gap=2)
+    a0, b0 = [0, 0, 10, 20], [50, 0, 60, 20]
+    assert tr.update(0, [a0, b0]) == [0, 1]
+    assert tr.update(1, [[51, 0, 61, 20], [1, 0, 11, 20]]) == [1, 0]  # order of detection does not matter
+    assert tr.update(2, [[2, 0, 12, 20]]) == [0]                      # b missed
+    assert tr.update(3, [[52, 0, 62, 20], [3, 0, 13, 20]]) == [1, 0]  # b back within max_gap
+    assert tr.update(4, [[200, 0, 210, 20]]) == [2]                   # far away: a new track
+    assert tr.update(9, [[3, 0, 13, 20]]) == [3]                      # a was closed after the gap
+
+
+def test_video_several_people_tracks_rows_and_masks(tmp_path):
+    from fitkit.viz.video import write_video
+
+    FakeMultiDetector.made = []
+    frames = _people_frames()
+    video = write_video(tmp_path / "cam07.mp4", frames, fps=10)
+    out, masks = tmp_path / "obs.npz", tmp_path / "masks.npz"
+    summary = detect_cmd.run(_args([video], out, max_people=3, masks=masks), detector_factory=FakeMultiDetector)
+    made = FakeMultiDetector.made
+    assert len(made) == 1 and made[0].closed
+    assert made[0].options == dict(static_image_mode=True, model_complexity=1, min_detection_confidence=0.5,
+                                   enable_segmentation=True)
+    assert summary["people"] == {"cam07_p0": 6, "cam07_p1": 5}
+    obs = load_observations(out)
+    assert obs.track_ids == ["cam07_p0"] * 6 + ["cam07_p1"] * 6
+    assert obs.frame_numbers == list(range(6)) * 2
+    assert obs.frame_ids[:2] == ["frame_000000_p0", "frame_000001_p0"] and obs.frame_ids[9] == "frame_000003_p1"
+    assert obs.image_paths[9] == f"{video}#3"
+    # the small person's missing frame is an all-zero row inside its track
+    assert obs.has_evidence.tolist() == [True] * 9 + [False] + [True] * 2
+    assert summary["no_detection"] == ["frame_000003_p1"]
+    kp = obs.keypoints.numpy()
+    assert np.allclose(kp[:6, :, 0].min(axis=1), 5 + 2 * np.arange(6), atol=1.5)     # p0 is the big one
+    assert np.allclose(kp[[6, 7, 8, 10, 11], :, 0].min(axis=1), 70 - 2 * np.array([0, 1, 2, 4, 5]), atol=1.5)
+    m = np.load(masks)
+    assert m["masks"].shape == (12, 15, 23) and m["masks"].dtype == np.uint8 and int(m["scale"]) == 4
+    assert list(m["frame_ids"]) == obs.frame_ids and list(m["track_ids"]) == obs.track_ids
+    assert m["masks"][9].sum() == 0 and m["masks"][0].sum() > 0
+    assert m["masks"][0, 2:13, 2:6].all() and not m["masks"][0, :, 12:].any()  # 1/4 size: columns 5..24 -> 1..6
+
+    # the default stays one person per frame, one MediaPipe tracker (video mode), no masks
+    FakeMultiDetector.made = []
+    summary = detect_cmd.run(_args([video], out), detector_factory=FakeMultiDetector)
+    assert FakeMultiDetector.made[0].options == dict(static_image_mode=False, model_complexity=1,
+                                                     min_detection_confidence=0.5)
+    obs = load_observations(out)
+    assert obs.track_ids == ["cam07"] * 6 and "people" not in summary
+
+
+def test_images_several_people(tmp_path):
+    FakeMultiDetector.made = []
+    frames = _people_frames()
+    _png(tmp_path / "a.png", 90, 60, 0)
+    from PIL import Image
+    Image.fromarray(frames[0]).save(tmp_path / "b.png")
+    summary = detect_cmd.run(_args([tmp_path], tmp_path / "o.npz", max_people=2), detector_factory=FakeMultiDetector)
+    obs = load_observations(tmp_path / "o.npz")
+    assert obs.frame_ids == ["a_p0", "b_p0", "b_p1"] and summary["no_detection"] == ["a_p0"]
+    assert obs.image_paths == [str(tmp_path / "a.png")] + [str(tmp_path / "b.png")] * 2
+    with pytest.raises(SystemExit):
+        _args([tmp_path], tmp_path / "o.npz", max_people=0)
+
+
 # ---------------------------------------------------------------- mediapipe missing
 
 def test_clear_error_when_mediapipe_is_missing(tmp_path, monkeypatch):

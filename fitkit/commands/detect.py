@@ -38,6 +38,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from fitkit.detect.mediapipe_pose import KEYPOINT_FORMAT, NUM_LANDMARKS, DetectError, MediaPipePoseDetector
+from fitkit.detect.multi import BoxTracker, detect_people, keypoint_box
 from fitkit.io.observations import Observations, save_observations
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -51,9 +52,11 @@ DetectorFactory = Callable[..., object]
 
 
 def default_detector_factory(*, static_image_mode: bool, model_complexity: int,
-                             min_detection_confidence: float) -> MediaPipePoseDetector:
+                             min_detection_confidence: float, enable_segmentation: bool = False
+                             ) -> MediaPipePoseDetector:
     return MediaPipePoseDetector(static_image_mode=static_image_mode, model_complexity=model_complexity,
-                                 min_detection_confidence=min_detection_confidence)
+                                 min_detection_confidence=min_detection_confidence,
+                                 enable_segmentation=enable_segmentation)
 
 
 # ---------------------------------------------------------------- inputs
@@ -151,8 +154,16 @@ class _Frames:
     keypoints3d: list[np.ndarray] = field(default_factory=list)
     empty: list[int] = field(default_factory=list)
 
-    def add(self, frame_id: str, image: np.ndarray, detection, min_confidence: float) -> None:
-        h, w = image.shape[:2]
+    masks: list = field(default_factory=list)
+    tracks: list[str] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+
+    def add(self, frame_id: str, image_size: tuple[int, int], detection, min_confidence: float,
+            mask_scale: int = 0) -> None:
+        """One row; ``image_size`` is (width, height); ``mask_scale`` > 0 also keeps the
+        detection's mask downscaled by that factor (zeros without a detection)."""
+        w, h = image_size
         kp = np.zeros((NUM_LANDMARKS, 3))
         kp3 = np.zeros((NUM_LANDMARKS, 4))
         if detection is None:
@@ -166,10 +177,40 @@ class _Frames:
             kp3[unseen] = 0.0
             if unseen.all():
                 self.empty.append(len(self.ids))
+        if mask_scale:
+            self.masks.append(downscale_mask(getattr(detection, "mask", None), (w, h), mask_scale))
         self.ids.append(frame_id)
         self.sizes.append((w, h))
         self.keypoints.append(kp)
         self.keypoints3d.append(kp3)
+
+
+#: Masks are written at 1 / MASK_SCALE of the image's width and height.
+MASK_SCALE = 4
+
+
+def downscale_mask(mask: Optional[np.ndarray], image_size: tuple[int, int], scale: int) -> np.ndarray:
+    """(ceil(H / scale), ceil(W / scale)) uint8 0/1: a (H, W) [0, 1] mask averaged over
+    ``scale`` x ``scale`` blocks and thresholded at 0.5; zeros when ``mask`` is None."""
+    w, h = image_size
+    hs, ws = -(-h // scale), -(-w // scale)
+    if mask is None:
+        return np.zeros((hs, ws), np.uint8)
+    import cv2
+
+    m = np.asarray(mask, dtype=np.float32).reshape(h, w)
+    return (cv2.resize(m, (ws, hs), interpolation=cv2.INTER_AREA) > 0.5).astype(np.uint8)
+
+
+def save_masks(path: Path, frames: "_Frames", scale: int) -> None:
+    """The masks file beside an observation file: ``masks`` (N, h, w) uint8 0/1 at 1/``scale``
+    of each row's image, ``frame_ids`` and ``track_ids`` of the rows, ``scale``; npz-compressed."""
+    from fitkit.io.atomic import atomic_write
+
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, masks=np.stack(frames.masks), frame_ids=np.array(frames.ids, dtype=str),
+                            track_ids=np.array(frames.tracks or [""] * len(frames.ids), dtype=str),
+                            scale=np.int64(scale), format=np.array("fitkit.masks/1"))
 
 
 def _progress(total: Optional[int], enabled: bool):
@@ -180,21 +221,30 @@ def _progress(total: Optional[int], enabled: bool):
 
 
 def run(args, detector_factory: Optional[DetectorFactory] = None) -> dict:
-    """Detect, write ``args.output`` and return the summary (see :func:`print_summary`)."""
+    """Detect, write ``args.output`` (and ``args.masks``) and return the summary (see :func:`print_summary`)."""
     t0 = time.perf_counter()
     factory = detector_factory or default_detector_factory
     if args.every < 1:
         raise DetectError(f"--every must be >= 1, got {args.every}")
     if not 0.0 <= args.min_confidence <= 1.0:
         raise DetectError(f"--min-confidence must lie in [0, 1], got {args.min_confidence}")
+    max_people = int(getattr(args, "max_people", 1))
+    if max_people < 1:
+        raise DetectError(f"--max-people must be >= 1, got {max_people}")
+    masks_path = getattr(args, "masks", None)
     output = Path(args.output)
     if output.is_dir():
         raise DetectError(f"{output}: is a folder; -o takes the observation file to write (e.g. obs.npz)")
+    if masks_path is not None and Path(masks_path).resolve() == output.resolve():
+        raise DetectError(f"{masks_path}: --masks must be another file than -o")
     inputs = collect_inputs(args.inputs)
     options = dict(model_complexity=args.model_complexity, min_detection_confidence=args.min_detection_confidence)
+    if masks_path is not None or max_people > 1:
+        options["enable_segmentation"] = True  # painting a person out uses its mask
+    mask_scale = MASK_SCALE if masks_path is not None else 0
     frames = _Frames()
     show = not getattr(args, "quiet", False)
-    extra: dict = {}
+    people: dict[str, int] = {}
 
     def detect_all(named_images, total: Optional[int], static: bool) -> int:
         """Run one detector over (frame id, RGB image) pairs into ``frames``; the number of frames."""
@@ -203,7 +253,13 @@ def run(args, detector_factory: Optional[DetectorFactory] = None) -> dict:
         count = 0
         try:
             for name, image in named_images:
-                frames.add(name, image, detector.detect(image), args.min_confidence)
+                h, w = image.shape[:2]
+                if max_people == 1:
+                    frames.add(name, (w, h), detector.detect(image), args.min_confidence, mask_scale)
+                else:
+                    found = detect_people(detector, image, max_people)
+                    for k, det in enumerate(found or [None]):
+                        frames.add(f"{name}_p{k}", (w, h), det, args.min_confidence, mask_scale)
                 count += 1
                 if bar is not None:
                     bar.update(1)
@@ -215,32 +271,36 @@ def run(args, detector_factory: Optional[DetectorFactory] = None) -> dict:
 
     if inputs.images:
         names = _unique([p.stem for p in inputs.images])
+        before = len(frames.ids)
         detect_all(((name, read_image_rgb(path)) for path, name in zip(inputs.images, names)),
                    len(inputs.images), static=True)
-        extra["image_paths"] = [str(p) for p in inputs.images]
+        extra = {}
+        if max_people == 1:
+            frames.paths = [str(p) for p in inputs.images]
+        else:  # one row per person found: the image of each row
+            by_name = {name: str(path) for path, name in zip(inputs.images, names)}
+            frames.paths = [by_name[fid.rsplit("_p", 1)[0]] for fid in frames.ids[before:]]
+        extra["image_paths"] = frames.paths
     else:
         tracks = _unique([p.stem for p in inputs.videos])
-        track_ids, numbers, video_frames = [], [], []
         for path, track in zip(inputs.videos, tracks):
             prefix = f"{track}_" if len(inputs.videos) > 1 else ""
-
-            def named(path=path, prefix=prefix):
-                for index, image in iter_video_rgb(path, args.every):
-                    video_frames.append(f"{path}#{index}")  # the frame overlays read back (video_frame_ref)
-                    yield f"{prefix}frame_{index:06d}", image
-
-            count = detect_all(named(), _video_length(path, args.every), static=False)  # a fresh tracker per video
-            track_ids.extend([track] * count)
-            numbers.extend(range(count))
-        extra.update(track_ids=track_ids, frame_numbers=numbers, image_paths=video_frames)
+            if max_people == 1:
+                _single_video(path, track, prefix, args, factory, options, frames, mask_scale, show)
+            else:
+                people.update(_multi_video(path, track, prefix, args, factory, options, frames, mask_scale,
+                                           show, max_people))
+        extra = dict(track_ids=frames.tracks, frame_numbers=frames.numbers, image_paths=frames.paths)
 
     obs = Observations.from_arrays(
         np.stack(frames.keypoints), KEYPOINT_FORMAT, np.asarray(frames.sizes, dtype=np.float64),
         frame_ids=frames.ids, keypoints3d=np.stack(frames.keypoints3d), source=str(output), **extra)
     save_observations(output, obs)
+    if masks_path is not None:
+        save_masks(Path(masks_path), frames, MASK_SCALE)
 
     n = len(frames.ids)
-    return {
+    summary = {
         "output": str(output),
         "keypoint_format": KEYPOINT_FORMAT,
         "frames": n,
@@ -253,6 +313,70 @@ def run(args, detector_factory: Optional[DetectorFactory] = None) -> dict:
         "min_confidence": args.min_confidence,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if max_people > 1:
+        summary["max_people"] = max_people
+        summary["people"] = people  # track id -> frames where that person was detected
+    if masks_path is not None:
+        summary["masks"] = str(masks_path)
+    return summary
+
+
+def _single_video(path, track, prefix, args, factory, options, frames, mask_scale, show) -> None:
+    """The most prominent person of every kept frame, one MediaPipe tracker (video mode): one track."""
+    detector = factory(static_image_mode=False, **options)  # a fresh tracker per video
+    bar = _progress(_video_length(path, args.every), show)
+    try:
+        for count, (index, image) in enumerate(iter_video_rgb(path, args.every)):
+            h, w = image.shape[:2]
+            frames.add(f"{prefix}frame_{index:06d}", (w, h), detector.detect(image), args.min_confidence, mask_scale)
+            frames.tracks.append(track)
+            frames.numbers.append(count)
+            frames.paths.append(f"{path}#{index}")  # the frame overlays read back (video_frame_ref)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        detector.close()
+        if bar is not None:
+            bar.close()
+
+
+def _multi_video(path, track, prefix, args, factory, options, frames, mask_scale, show, max_people) -> dict:
+    """Up to ``max_people`` people per kept frame (static mode, paint out and detect again), tracked
+    by box IoU into tracks ``<track>_p0``, ``<track>_p1``, ... Each track gets one row per kept frame
+    from its first to its last detection; a frame inside that span where it was not found is an
+    all-zero row (the fit flags it no_evidence). Returns track id -> number of frames detected."""
+    detector = factory(static_image_mode=True, **options)
+    tracker = BoxTracker()
+    per_track: dict[int, dict[int, object]] = {}
+    index_of: list[int] = []
+    size = None
+    bar = _progress(_video_length(path, args.every), show)
+    try:
+        for count, (index, image) in enumerate(iter_video_rgb(path, args.every)):
+            size = (image.shape[1], image.shape[0])
+            index_of.append(index)
+            found = detect_people(detector, image, max_people)
+            boxes = [keypoint_box(d.keypoints) for d in found]
+            for det, k in zip(found, tracker.update(count, boxes)):
+                per_track.setdefault(k, {})[count] = det
+            if bar is not None:
+                bar.update(1)
+    finally:
+        detector.close()
+        if bar is not None:
+            bar.close()
+    counts = {}
+    for k in sorted(per_track):
+        seen = per_track[k]
+        name = f"{track}_p{k}"
+        counts[name] = len(seen)
+        for count in range(min(seen), max(seen) + 1):
+            index = index_of[count]
+            frames.add(f"{prefix}frame_{index:06d}_p{k}", size, seen.get(count), args.min_confidence, mask_scale)
+            frames.tracks.append(name)
+            frames.numbers.append(count)
+            frames.paths.append(f"{path}#{index}")
+    return counts
 
 
 def _video_length(path: Path, every: int) -> Optional[int]:
@@ -282,5 +406,14 @@ def print_summary(summary: dict) -> None:
               ", ".join(summary["videos"]) + (f" (every {summary['every']} frames)" if summary["every"] > 1 else ""))
     print(f"fitkit detect: {summary['frames']} frames from {source}, MediaPipe Pose "
           f"(model complexity {summary['model_complexity']}) in {summary['seconds']:.1f} s")
-    print(f"  {empty_frames_line(summary)}")
+    if "people" in summary:
+        tracks = summary["people"]
+        print(f"  {len(tracks)} track(s) (up to {summary['max_people']} people per frame): "
+              + ", ".join(f"{name} {n}" for name, n in tracks.items()))
+        print(f"  {len(summary['no_detection'])} of {summary['frames']} rows had no detection "
+              "(a tracked person missed inside its track's span)")
+    else:
+        print(f"  {empty_frames_line(summary)}")
+    if "masks" in summary:
+        print(f"  wrote {summary['masks']} (segmentation masks at 1/{MASK_SCALE} size)")
     print(f"  wrote {summary['output']} ({summary['keypoint_format']} keypoints, keypoints3d: world landmarks)")

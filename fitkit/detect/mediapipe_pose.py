@@ -103,11 +103,14 @@ class Detection:
             y down, z away from the camera), origin at the hips' midpoint, and
             the same confidence; None when the detector gave no world landmarks.
         image_size: (width, height) in pixels.
+        mask: (height, width) float32 in [0, 1], MediaPipe's segmentation of
+            this person (1 = person), or None when segmentation was off.
     """
 
     keypoints: np.ndarray
     keypoints3d: Optional[np.ndarray]
     image_size: tuple[int, int]
+    mask: Optional[np.ndarray] = None
 
 
 def _landmark_list(landmarks, what: str) -> list:
@@ -183,6 +186,8 @@ class MediaPipePoseDetector:
             (lite; only when its file was placed in the package by hand).
         min_detection_confidence: MediaPipe's person-detection score threshold.
         min_tracking_confidence: MediaPipe's landmark-tracking threshold (video mode).
+        enable_segmentation: also return the person's segmentation mask
+            (:attr:`Detection.mask`; the model is in the same landmark file).
     Raises:
         MediaPipeNotInstalledError: mediapipe cannot be imported.
         DetectError: a complexity whose model would be downloaded.
@@ -191,7 +196,8 @@ class MediaPipePoseDetector:
     """
 
     def __init__(self, *, static_image_mode: bool = True, model_complexity: int = 1,
-                 min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
+                 min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
+                 enable_segmentation: bool = False):
         if model_complexity not in _LANDMARK_MODELS:
             raise DetectError(f"model_complexity must be 0 or 1, got {model_complexity!r} (2, the heavy model, "
                               "is not in the mediapipe wheel and would be downloaded at run time)")
@@ -211,8 +217,9 @@ class MediaPipePoseDetector:
 
         self.model_complexity = model_complexity
         self.static_image_mode = static_image_mode
+        self.enable_segmentation = bool(enable_segmentation)
         self._pose = pose.Pose(static_image_mode=static_image_mode, model_complexity=model_complexity,
-                               smooth_landmarks=True, enable_segmentation=False,
+                               smooth_landmarks=True, enable_segmentation=self.enable_segmentation,
                                min_detection_confidence=min_detection_confidence,
                                min_tracking_confidence=min_tracking_confidence)
 
@@ -224,7 +231,11 @@ class MediaPipePoseDetector:
         if results.pose_landmarks is None:
             return None
         h, w = image.shape[:2]
-        return landmarks_to_detection(results.pose_landmarks, results.pose_world_landmarks, (w, h))
+        det = landmarks_to_detection(results.pose_landmarks, results.pose_world_landmarks, (w, h))
+        mask = getattr(results, "segmentation_mask", None)
+        if self.enable_segmentation and mask is not None:
+            det.mask = np.clip(np.asarray(mask, dtype=np.float32).reshape(h, w), 0.0, 1.0)
+        return det
 
     def close(self) -> None:
         if self._pose is not None:
