@@ -15,7 +15,9 @@ Also prints how the corrupted frame was flagged and its 2D error.
 
 Usage::
 
-    OMP_NUM_THREADS=1 .venv/bin/python tools/check_independence.py [--frames 80] [--dtype float32] [--recipe demo] [--prior vposer]
+    OMP_NUM_THREADS=1 .venv/bin/python tools/check_independence.py [--frames 80] [--dtype float32] [--recipe demo] [--prior vposer] [--mode latent]
+
+``--mode`` sets the pose prior's mode (vposer: encoder | latent; cnf: nll | latent).
 """
 from __future__ import annotations
 
@@ -79,10 +81,16 @@ def main() -> None:
     ap.add_argument("--solvers", nargs="+", default=["adam", "lbfgs", "lm"])
     ap.add_argument("--recipe", default="demo", help="recipe name or file (default demo)")
     ap.add_argument("--prior", default=None, help="swap the demo's pose prior (gmm, vposer, cnf, none)")
+    ap.add_argument("--mode", default=None, help="the pose prior's mode (vposer: encoder|latent, cnf: nll|latent)")
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype)
     model = load_body_model("open", num_betas=10, dtype=dtype)
     base = load_recipe(args.recipe, prior=args.prior)
+    if args.mode is not None:
+        data = copy.deepcopy(base.data)
+        data["terms"]["pose"]["mode"] = args.mode
+        base = recipe_from_dict(data, source=f"{args.recipe} with pose mode {args.mode}")
+    print(f"pose prior: {base.data['terms'].get('pose')}")
     ex = make_keypoint_example(model, 8, noise_px=2.0, seed=0)
     others = [r for r in range(8) if r != 3]
     print(f"corrupted frame 3 of 8, recipe {args.recipe!r}, 10 + 30 iterations, {args.dtype}, "

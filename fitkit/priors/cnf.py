@@ -83,7 +83,8 @@ from torch import nn
 from fitkit.body.keypoint_formats import KeypointFormat, get_format
 from fitkit.errors import ModelFileError, ParameterError
 from fitkit.io.atomic import atomic_write
-from fitkit.priors.files import PriorFileNotFoundError, expand, frozen_copy, plain_metadata, resolve_weight_path
+from fitkit.priors.files import PriorFileNotFoundError, expand, plain_metadata, resolve_weight_path
+from fitkit.priors.row_blocks import frozen_block_copy, in_row_blocks
 from fitkit.terms.base import LATENT_KEY, Batch, Needs, PoseLatent, Term, register_term
 
 __all__ = ["ConditionalPoseFlow", "CNFPosePrior", "FlowPoseLatent", "keypoint_context",
@@ -696,11 +697,11 @@ class FlowPoseLatent(PoseLatent):
 
     def encode(self, body_pose: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         flow = self.term._for(body_pose.device, body_pose.dtype)
-        return flow.to_latent(body_pose, self.term._rows(index, body_pose))
+        return in_row_blocks(flow.to_latent, body_pose, self.term._rows(index, body_pose))
 
     def decode(self, z: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         flow = self.term._for(z.device, z.dtype)
-        return flow.from_latent(z, self.term._rows(index, z))
+        return in_row_blocks(flow.from_latent, z, self.term._rows(index, z))
 
 
 @register_term("cnf")
@@ -726,6 +727,10 @@ class CNFPosePrior(Term):
         features: ``.npy`` file of (N, F) image features, one row per observed
             frame (context ``'features'`` only).
         flow: an in-memory :class:`ConditionalPoseFlow` instead of a file.
+
+    The flow (context embedding included) is evaluated on fixed blocks of
+    rows (:func:`fitkit.priors.row_blocks.in_row_blocks`), so that a frame's
+    result does not depend on the other frames of its batch.
     """
 
     kind = "prior"
@@ -812,7 +817,7 @@ class CNFPosePrior(Term):
         return torch.from_numpy(arr.astype(np.float64))
 
     def _for(self, device: torch.device, dtype: torch.dtype) -> ConditionalPoseFlow:
-        return frozen_copy(self._cast, self.flow, device, dtype)
+        return frozen_block_copy(self._cast, self.flow, device, dtype)
 
     def _rows(self, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         if self._context is None:
@@ -828,7 +833,8 @@ class CNFPosePrior(Term):
         if z is not None and z.shape[1] == self.flow.dim:
             return z
         pose = batch.params["body_pose"]
-        return self._for(pose.device, pose.dtype).to_latent(pose, self._rows(batch.index, pose))
+        flow = self._for(pose.device, pose.dtype)
+        return in_row_blocks(flow.to_latent, pose, self._rows(batch.index, pose))
 
     def energy(self, batch: Batch) -> torch.Tensor:
         if self.mode == "latent":
@@ -840,7 +846,7 @@ class CNFPosePrior(Term):
         if index is None:
             index = torch.arange(body_pose.shape[0], device=body_pose.device)
         flow = self._for(body_pose.device, body_pose.dtype)
-        return -flow.log_prob(body_pose, self._rows(index, body_pose))
+        return -in_row_blocks(flow.log_prob, body_pose, self._rows(index, body_pose))
 
     def __repr__(self) -> str:
         where = f"path={str(self.path)!r}" if self.path is not None else "flow=<memory>"

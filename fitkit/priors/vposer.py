@@ -73,7 +73,8 @@ from torch import nn
 
 from fitkit.errors import ModelFileError, ParameterError
 from fitkit.io.atomic import atomic_write
-from fitkit.priors.files import PriorFileNotFoundError, expand, frozen_copy, plain_metadata, resolve_weight_path
+from fitkit.priors.files import PriorFileNotFoundError, expand, plain_metadata, resolve_weight_path
+from fitkit.priors.row_blocks import frozen_block_copy, in_row_blocks
 from fitkit.terms.base import LATENT_KEY, Batch, Needs, PoseLatent, Term, register_term
 
 __all__ = ["VPoser", "VPoserV1", "VPoserV2", "VPoserLatent", "VPoserPrior", "PriorFileNotFoundError",
@@ -544,11 +545,11 @@ class VPoserLatent(PoseLatent):
 
     def encode(self, body_pose: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         net = self.prior._for(body_pose.device, body_pose.dtype)
-        return net.encode_mean(body_pose[:, :POSE_DIM])
+        return in_row_blocks(net.encode_mean, body_pose[:, :POSE_DIM])
 
     def decode(self, z: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         net = self.prior._for(z.device, z.dtype)
-        pose = net.decode_axis_angle(z)
+        pose = in_row_blocks(net.decode_axis_angle, z)
         rest = self.prior._rest
         if rest is None:
             raise ParameterError("vposer: setup(ctx) must run before the latent pose is decoded "
@@ -579,6 +580,10 @@ class VPoserPrior(Term):
 
     Joints after 21 (SMPL's hands) are not constrained; in latent mode they
     keep their initial values.
+
+    The network is evaluated on fixed blocks of rows
+    (:func:`fitkit.priors.row_blocks.in_row_blocks`), so that a frame's
+    result does not depend on the other frames of its batch.
 
     Args:
         path: weights file (see :func:`load_vposer`); default
@@ -625,8 +630,9 @@ class VPoserPrior(Term):
         self._for(device, ctx.dtype)
 
     def _for(self, device: torch.device, dtype: torch.dtype) -> VPoser:
-        """The network on ``device`` in ``dtype``, eval mode, frozen (cast once and cached)."""
-        return frozen_copy(self._cast, self.net, device, dtype)
+        """The network on ``device`` in ``dtype``, eval mode, frozen (cast once and cached), with
+        aligned inputs (:func:`fitkit.priors.row_blocks.frozen_block_copy`)."""
+        return frozen_block_copy(self._cast, self.net, device, dtype)
 
     def latent(self) -> PoseLatent | None:
         return self._latent
@@ -637,7 +643,7 @@ class VPoserPrior(Term):
             if z is not None and z.shape[-1] == self.net.latent_dim:
                 return z
         pose = batch.params["body_pose"]
-        return self._for(pose.device, pose.dtype).encode_mean(pose[:, :POSE_DIM])
+        return in_row_blocks(self._for(pose.device, pose.dtype).encode_mean, pose[:, :POSE_DIM])
 
     def __repr__(self) -> str:
         where = f"path={str(self.path)!r}" if self.path is not None else "model=<VPoser>"
