@@ -32,7 +32,8 @@ Formats (``fmt``), chosen by ``"auto"`` from the path and the content:
     skew in sensor sub-pixels (1/64 pixel) on the full sensor, so they are
     divided by 64 and the principal point is shifted by the window's
     (left, top); the distortion coefficients are divided by 64 too, as
-    pose2sim's reader and writer do (see ``docs/observations.md``);
+    pose2sim's reader and writer do (a plumb-line check on the dev-set
+    videos, ``tools/check_qca_distortion.py``, agrees; ``docs/observations.md``);
     ``transform`` gives the camera position in the world (mm) and a rotation
     whose rows are the camera's axes in world coordinates, for a camera that
     looks along -z with y up, so fitkit's R is that rotation with its second
@@ -74,7 +75,7 @@ import json
 import logging
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
