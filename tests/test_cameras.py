@@ -489,3 +489,21 @@ def test_project_points_skew_matches_fitkit_pinhole():
     ours = project_points(world, SKEWED, distort=False)
     ref = project(torch.tensor(pts)[None], torch.tensor(SKEWED.K)[None])[0].numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-9)
+
+
+def test_opencv_image_size_node(tmp_path):
+    path = tmp_path / "c.yml"
+    _write_opencv(path, camera_matrix=K_OCV, image_size=np.array([[640.0], [480.0]]))
+    assert read_camera(path).image_size == (640, 480)
+    _write_opencv(path, camera_matrix=K_OCV, image_size="640x480")
+    _raises(path, "'image_size'", "numbers")
+
+
+def test_apply_camera_logs_replaced_intrinsics(caplog):
+    obs = _obs()
+    obs = Observations.from_arrays(obs.keypoints, "blazepose33", (1088, 1920), intrinsics=np.diag([900.0, 900.0, 1.0]),
+                                   source="kp.npz")
+    with caplog.at_level("WARNING", logger="fitkit.io.cameras"):
+        out = apply_camera(obs, STRONG)
+    assert "replaced" in caplog.text and "kp.npz" in caplog.text
+    np.testing.assert_allclose(out.intrinsics[0].numpy(), STRONG.K, rtol=1e-6)

@@ -388,8 +388,8 @@ def _read_opencv(path: Path) -> list[CameraCalib]:
             if width is None or height is None:
                 raise _fail(src, view, "image_height" if height is None else "image_width", "is missing")
             fs_, size = "image_width", [width, height]
-        if size is not None:
-            size = np.asarray(size, dtype=np.float64).reshape(-1) if not isinstance(size, str) else size
+        if isinstance(size, np.ndarray):
+            size = size.reshape(-1)  # an opencv-matrix (2, 1) or (1, 2)
     finally:
         fs.release()
     return [make_calib(view, K, dist, R, t, size, source=src, fields=(fk, fd, fr, ft, fs_))]
@@ -705,6 +705,11 @@ def apply_camera(obs, calib: CameraCalib):
         log.warning("%s: dense cues %s are not undistorted; only the keypoints are",
                     obs.source, sorted(obs.dense))
     n = len(obs)
+    if obs.intrinsics is not None:
+        old_k = obs.intrinsics.detach().cpu().double().numpy()
+        if not np.allclose(old_k, calib.K, rtol=1e-6, atol=1e-6):
+            log.warning("%s: the observations' own intrinsics are replaced by view '%s' of %s",
+                        obs.source, calib.name, calib.source)
     kp = undistort_points(obs.keypoints, calib)
     ref = obs.keypoints
     K = torch.as_tensor(calib.K, dtype=ref.dtype, device=ref.device).expand(n, 3, 3).clone()
