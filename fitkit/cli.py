@@ -134,7 +134,7 @@ def _add_fit_parser(sub, parents) -> None:
         ("fitkit fit --recipe demo --input obs.npz -o out/fit",
          "fitkit fit --recipe smplify_modified --prior gmm --input keypoints/ --image-size 1920 1080 "
          "--init init.npz -o out/fit --overlays ::10 --side-views",
-         "fitkit fit --recipe video_flow --input detections.npz --flow dis -o out/video --resume"))
+         "fitkit fit --recipe video_flow --input cam01.npz --camera Calib.qca.txt --view cam01 -o out/cam01"))
     p.add_argument("--recipe", "--config", dest="recipe", required=True, metavar="RECIPE",
                    help=f"recipe YAML file, or the name of a shipped recipe: {_shipped_recipes()} "
                         "(--config is the old name of this option)")
@@ -163,6 +163,12 @@ def _add_fit_parser(sub, parents) -> None:
     p.add_argument("--keypoint-format", choices=KEYPOINT_FORMATS, help="format of a .npy keypoint array")
     p.add_argument("--image-size", type=POSITIVE_INT, nargs=2, metavar=("W", "H"),
                    help="image size for inputs that do not carry it (OpenPose folders, .npy arrays)")
+    p.add_argument("--camera", metavar="CALIB",
+                   help="calibration file of the camera that saw the input: pose2sim .toml, Qualisys .qca.txt, "
+                        "OpenCV FileStorage .yml/.json, EasyMocap intri.yml/extri.yml (or their folder), or "
+                        "fitkit's plain .json; keypoints are undistorted and the fit uses its K "
+                        "(docs/observations.md)")
+    p.add_argument("--view", metavar="NAME", help="the view of --camera to use (needed when it holds several)")
     p.add_argument("--flow", metavar="DIR|dis|farneback",
                    help="forward optical flow for the flow terms: a folder of <frame_id>.flo / .npy files "
                         "(frame to the next frame of its track; a missing file skips that pair), or dis / "

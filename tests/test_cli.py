@@ -6,6 +6,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,3 +251,26 @@ def test_overlay_writing_shows_its_own_progress(tmp_path, capsys):
     err = capsys.readouterr().err
     assert re.search(r"overlays: 100%.*\b2/2\b", err), err[-400:]
     assert sorted(p.name for p in (tmp_path / "o" / "overlays").iterdir()) == ["synthetic_000000.png", "synthetic_000002.png"]
+
+
+DEV_CALIB = Path(__file__).resolve().parents[1] / "datasets" / "pose2sim_multiperson" / "calibration.json"
+
+
+def test_fit_with_a_calibration_file_uses_its_camera(tmp_path, capsys):
+    from fitkit.body import load_body_model
+    from fitkit.eval.synthetic import make_keypoint_example
+    from fitkit.io.cameras import read_camera
+    from fitkit.io.observations import save_observations
+
+    ex = make_keypoint_example(load_body_model("open", num_betas=10), 2, image_size=(1088, 1920), seed=1)
+    obs = tmp_path / "cam02.npz"
+    save_observations(obs, ex.observations)
+    base = ["fit", "-q", "--recipe", "demo", "--input", str(obs), "--set", "stages.1.solver.iterations=1"]
+    assert main(base + ["--camera", str(DEV_CALIB), "-o", str(tmp_path / "no_view")]) == 2
+    err = capsys.readouterr().err
+    assert "cam01" in err and "cam04" in err  # the views it holds are listed
+    assert main(base + ["--view", "cam02", "-o", str(tmp_path / "no_camera")]) == 2
+    assert "--camera" in capsys.readouterr().err
+    assert main(base + ["--camera", str(DEV_CALIB), "--view", "cam02", "-o", str(tmp_path / "o")]) == 0
+    K = np.load(tmp_path / "o" / "result.npz")["intrinsics"]
+    np.testing.assert_allclose(K, np.broadcast_to(read_camera(DEV_CALIB, "cam02").K, K.shape), rtol=1e-6)

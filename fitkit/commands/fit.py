@@ -83,6 +83,14 @@ def run(args) -> dict:
     if args.keypoint_format:
         reader_args["keypoint_format"] = args.keypoint_format
     obs = read_keypoints(args.input, **reader_args)
+    if getattr(args, "camera", None):
+        from fitkit.io.cameras import apply_camera, read_camera
+
+        calib = read_camera(args.camera, getattr(args, "view", None))
+        obs = apply_camera(obs, calib)
+        log.info("camera %s from %s: keypoints undistorted, K set on every frame", calib.name, args.camera)
+    elif getattr(args, "view", None):
+        raise FitkitError("--view names a view of a --camera file; give --camera too")
     if getattr(args, "flow", None):
         obs = _attach_flow(obs, args.flow, recipe)
     N = len(obs)
