@@ -25,20 +25,22 @@ SOLVERS = ("adam", "lbfgs", "lm")
 N = 24
 
 
-def small_recipe(solver: str):
-    data = copy.deepcopy(load_recipe("demo").data)
+def small_recipe(solver: str, prior: str | None = None, mode: str | None = None):
+    data = copy.deepcopy(load_recipe("demo", prior=prior).data)
     for st, iters in zip(data["stages"], (4, 8)):
         st["solver"] = {"type": solver, "iterations": iters}
-    return recipe_from_dict(data, source=f"small demo recipe with {solver}")
+    if mode is not None:
+        data["terms"]["pose"]["mode"] = mode
+    return recipe_from_dict(data, source=f"small demo recipe with {solver}, pose prior {prior} {mode}")
 
 
 class Case:
     """Model, frames and recipe of one (solver, dtype), with the batch-of-24 fit as reference."""
 
-    def __init__(self, solver: str, dtype: torch.dtype):
+    def __init__(self, solver: str, dtype: torch.dtype, prior: str | None = None, mode: str | None = None):
         self.model = load_body_model("open", num_betas=10, dtype=dtype)
         self.ex = make_keypoint_example(self.model, N, noise_px=2.0, seed=11)
-        self.recipe = small_recipe(solver)
+        self.recipe = small_recipe(solver, prior, mode)
         self.reference = self.fit(list(range(N)))
 
     def fit(self, rows, corrupt: str | None = None, at: int = 0):
@@ -73,10 +75,10 @@ class Case:
 _CASES: dict = {}
 
 
-def case(solver: str, dtype=torch.float32) -> Case:
-    key = (solver, dtype)
+def case(solver: str, dtype=torch.float32, prior: str | None = None, mode: str | None = None) -> Case:
+    key = (solver, dtype, prior, mode)
     if key not in _CASES:
-        _CASES[key] = Case(solver, dtype)
+        _CASES[key] = Case(solver, dtype, prior, mode)
     return _CASES[key]
 
 
@@ -146,3 +148,131 @@ def test_keypoint_bound_of_the_converged_flag():
     kps[3, :, 2] = 0.0  # frame 3: nothing observed, nothing to hold against the fit
     obs.keypoints = kps
     assert keypoints_within_bound(model, gt, obs, camera).tolist() == [True, False, False, True]
+
+
+# ---------------------------------------------------------------------------------------
+# Network priors: VPoser and the conditional flow, evaluated on fixed blocks of rows
+# (fitkit.priors.row_blocks)
+
+PRIOR_MODES = [("vposer", "encoder"), ("vposer", "latent"), ("cnf", "nll"), ("cnf", "latent")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("prior,mode", PRIOR_MODES)
+def test_network_priors_batch_size_and_broken_neighbour(prior, mode, dtype):
+    c = case("lbfgs", dtype, prior, mode)
+    assert not c.reference.nan.any()
+    rows = list(range(8, 16))
+    c.assert_same(c.fit(rows), rows)
+    c.assert_same(c.fit([13]), [13])
+    rows = [8, 9, 10, 0, 11, 12, 13, 14, 15]  # frame 0, NaN keypoints, among 8..15
+    res = c.fit(rows, corrupt="nan", at=3)
+    keep = [i for i in range(len(rows)) if i != 3]
+    c.assert_same(res, [rows[i] for i in keep], positions=keep)
+    assert bool(res.nan[3]) and not bool(res.converged[3])
+
+
+def test_vposer_encoder_with_lm_bit_identical():
+    """LM pushes the encoder forward along every parameter direction (torch.func.jvp under vmap)."""
+    c = case("lm", torch.float32, "vposer", "encoder")
+    rows = list(range(16, 24))
+    c.assert_same(c.fit(rows), rows)
+    c.assert_same(c.fit([20]), [20])
+
+
+def _network_maps(dtype):
+    """name -> (f(x, c) -> tensor, input width) for each way a fit evaluates the shipped networks."""
+    from fitkit.priors.cnf import load_flow
+    from fitkit.priors.row_blocks import frozen_block_copy
+    from fitkit.priors.vposer import load_vposer
+
+    vp = frozen_block_copy({}, load_vposer("priors/open_vposer.pt"), "cpu", dtype)
+    flow = frozen_block_copy({}, load_flow("priors/open_cnf.pt"), "cpu", dtype)
+    return {"vposer encoder": (lambda x, c: vp.encode_mean(x), 63),
+            "vposer decoder": (lambda z, c: vp.decode_axis_angle(z), vp.latent_dim),
+            "cnf to_latent": (lambda x, c: flow.to_latent(x, c), flow.dim),
+            "cnf from_latent": (lambda z, c: flow.from_latent(z, c), flow.dim),
+            "cnf log_prob": (lambda x, c: flow.log_prob(x, c), flow.dim)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_place_inside_a_block_does_not_matter(dtype):
+    """The same row at every place of a ROW_BLOCK-row block, beside random rows: the same
+    output and the same input gradient, bit for bit (float64 needs align_linear_inputs)."""
+    from fitkit.priors.row_blocks import ROW_BLOCK
+
+    gen = torch.Generator().manual_seed(3)
+    for name, (f, width) in _network_maps(dtype).items():
+        row = 0.3 * torch.randn(width, generator=gen, dtype=dtype)
+        ctx = torch.randn(39, generator=gen, dtype=dtype)
+        outs, grads = [], []
+        for place in range(ROW_BLOCK):
+            x = 0.3 * torch.randn(ROW_BLOCK, width, generator=gen, dtype=dtype)
+            c = torch.randn(ROW_BLOCK, 39, generator=gen, dtype=dtype)
+            x[place], c[place] = row, ctx
+            x.requires_grad_(True)
+            y = f(x, c)
+            w = torch.randn(y.shape, generator=gen, dtype=dtype)
+            w[place] = torch.linspace(-1, 1, y[place].numel(), dtype=dtype).reshape(y[place].shape)
+            (g,) = torch.autograd.grad((y * w).sum(), x)
+            outs.append(y[place].detach())
+            grads.append(g[place])
+        for place in range(1, ROW_BLOCK):
+            assert torch.equal(outs[place], outs[0]), (name, place)
+            assert torch.equal(grads[place], grads[0]), (name, place)
+
+
+def test_in_row_blocks_is_the_same_computation():
+    """Blocks change the rounding only: float64 outputs and gradients of the shipped priors'
+    terms match the plain networks on the whole batch to 1e-12 (relative where the values are
+large, e.g. log-densities; gradients relative to their largest entry)."""
+    from fitkit.priors.cnf import load_flow
+    from fitkit.priors.row_blocks import align_linear_inputs, in_row_blocks
+    from fitkit.priors.vposer import load_vposer
+
+    gen = torch.Generator().manual_seed(4)
+    vp = load_vposer("priors/open_vposer.pt").double()
+    flow = load_flow("priors/open_cnf.pt").double()
+    plain = {"encoder": (vp.encode_mean, 63), "decoder": (vp.decode_axis_angle, vp.latent_dim),
+             "to_latent": (flow.to_latent, flow.dim), "from_latent": (flow.from_latent, flow.dim),
+             "log_prob": (flow.log_prob, flow.dim)}
+    aligned_vp = align_linear_inputs(load_vposer("priors/open_vposer.pt").double())
+    aligned_flow = align_linear_inputs(load_flow("priors/open_cnf.pt").double())
+    aligned = {"encoder": aligned_vp.encode_mean, "decoder": aligned_vp.decode_axis_angle,
+               "to_latent": aligned_flow.to_latent, "from_latent": aligned_flow.from_latent,
+               "log_prob": aligned_flow.log_prob}
+    for n in (1, 5, 32, 45):
+        for name, (f, width) in plain.items():
+            x = (0.3 * torch.randn(n, width, generator=gen, dtype=torch.float64)).requires_grad_(True)
+            args = (x,) if name in ("encoder", "decoder") else (x, torch.randn(n, 39, generator=gen,
+                                                                                dtype=torch.float64))
+            want = f(*args)
+            (g_want,) = torch.autograd.grad(want.square().sum(), x)
+            got = in_row_blocks(aligned[name], *args, block=8)
+            (g_got,) = torch.autograd.grad(got.square().sum(), x)
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+            # gradients: relative to their largest entry (single entries may cancel)
+            assert float((g_got - g_want).abs().max()) <= 1e-12 * float(g_want.abs().max()), name
+
+
+def test_in_row_blocks_pieces():
+    from fitkit.priors.row_blocks import in_row_blocks
+
+    seen = []
+
+    def fn(a, b, none):
+        seen.append((a.shape[0], b.shape[0], none))
+        return a * 2, (a + b).sum(1)
+
+    a = torch.arange(10.0).reshape(5, 2).requires_grad_(True)
+    b = torch.ones(5, 2)
+    doubled, sums = in_row_blocks(fn, a, b, None, block=4)
+    assert seen == [(4, 4, None), (4, 4, None)]  # 5 rows: one block, then one row and 3 fillers
+    assert torch.equal(doubled, a * 2) and torch.equal(sums, (a + b).sum(1))
+    (g,) = torch.autograd.grad(doubled.sum() + sums.sum(), a)
+    assert torch.equal(g, torch.full((5, 2), 3.0))  # the filler copies of row 4 add nothing
+    with pytest.raises(ValueError, match="one number of rows"):
+        in_row_blocks(fn, a, torch.ones(4, 2), None)
+    with pytest.raises(ValueError, match="block"):
+        in_row_blocks(fn, a, b, None, block=0)
