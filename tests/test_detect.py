@@ -489,3 +489,19 @@ def test_real_detector_on_rendered_bodies(tmp_path):
     assert obs.frame_ids == ["person_0", "person_1", "wall"] and obs.has_evidence.tolist() == [True, True, False]
     got = obs.keypoints[:2, :, :2].numpy()
     assert np.linalg.norm(got - true2d, axis=-1).mean() < 6.0
+
+
+def test_real_detector_finds_two_people_side_by_side():
+    pytest.importorskip("mediapipe")
+    from fitkit.detect.multi import detect_people, keypoint_box
+
+    images, true2d, _ = _render_people(frames=2)
+    pair = np.concatenate([images[0], images[1]], axis=1)  # 512 x 256: one body in each half
+    with MediaPipePoseDetector(static_image_mode=True, enable_segmentation=True) as det:
+        found = detect_people(det, pair, 3)
+    assert len(found) == 2
+    assert all(d.mask is not None and d.mask.shape == (256, 512) for d in found)
+    centres = sorted(float(keypoint_box(d.keypoints)[[0, 2]].mean()) for d in found)
+    assert centres[0] < 256 < centres[1]
+    left = min(found, key=lambda d: d.keypoints[:, 0].mean())
+    assert np.linalg.norm(left.keypoints[:, :2] - true2d[0], axis=1).mean() < 8.0

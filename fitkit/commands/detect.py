@@ -21,6 +21,15 @@ centred) and:
   (the frame in the video, read back by ``fitkit fit --overlays``; see
   :func:`fitkit.io.observations.video_frame_ref`).
 
+Several people (``--max-people N``, N > 1): every frame is searched up to N
+times (:func:`fitkit.detect.multi.detect_people`: detect, paint the person out,
+detect again) with a static-mode detector, and the people are tracked by box
+overlap (:class:`fitkit.detect.multi.BoxTracker`) into tracks
+``<video stem>_p<k>``; each track has one row per frame from its first to its
+last detection (all-zero rows where it was missed), frame ids
+``frame_000123_p<k>``. ``--masks PATH`` also writes the rows' segmentation
+masks at 1/4 size (:func:`save_masks`).
+
 A frame where no person is detected is kept as an empty frame: every keypoint
 (0, 0, 0), i.e. "not observed" (the fit flags it ``no_evidence``); the summary
 lists those frame ids. Missing, unreadable or unknown inputs raise
