@@ -358,7 +358,8 @@ def test_latent_keeps_the_hand_joints_and_encodes_to_the_mean(trained, body):
     idx = torch.tensor([2, 0])
     pose = ctx.init["body_pose"][idx]
     z = lat.encode(pose, idx)
-    assert torch.equal(z, _f64(trained).encode_mean(pose[:, :63]))
+    # the term evaluates the network on fixed row blocks (fitkit.priors.row_blocks): same math, other rounding
+    torch.testing.assert_close(z, _f64(trained).encode_mean(pose[:, :63]), rtol=0, atol=1e-12)
     out = lat.decode(z, idx)
     assert out.shape == (2, 69) and out.dtype == torch.float64
     assert torch.equal(out[:, 63:], ctx.init["body_pose"][idx, 63:])
