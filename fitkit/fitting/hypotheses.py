@@ -13,7 +13,7 @@ section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
       stages: 2                # the recipe's first stages make the short fit of each hypothesis
       iterations: 15           # at most this many solver iterations per stage there (null: as the recipe)
       yaw_switch_cost: null    # null: one start per track; a number: Viterbi over frames, this energy per switch
-      swap: {upper: true, lower: true, switch_cost: 200, swapped_cost: 20}   # or false
+      swap: {upper: true, lower: true, switch_cost: 1.0, swapped_cost: 0.3}   # or false
 
 1. **Starts.** The recipe's ``init`` gives the start (its ``global_orient``
    R). Yaw hypothesis j turns the body by angle a_j about its own vertical
@@ -33,9 +33,10 @@ section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
    :func:`swap_permutations`; ``keypoints3d`` are swapped with the 2D
    keypoints, as both come from the same detection) get the same short fit
    (stacked again). A Viterbi over each run of consecutive frames picks a
-   labelling per frame, with cost E[l, n] + ``swapped_cost`` (a swapped
-   labelling must gain that much to win a frame) and ``switch_cost`` per
-   flag changed between consecutive frames.
+   labelling per frame, with cost log(1 + E[l, n]) + ``swapped_cost`` (a
+   swapped labelling must lower the energy by a factor exp(swapped_cost) to
+   win a frame) and ``switch_cost`` per flag changed between consecutive
+   frames; in log units, so the costs do not depend on the recipe's weights.
 3. **Full fit.** :func:`fitkit.fitting.engine.fit` runs the whole recipe once
    more, from the chosen start (the start, not its short fit) on the chosen
    labelling.
@@ -316,7 +317,8 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
             changes = np.abs(flags[:, None, :] - flags[None, :, :]).sum(-1)  # flags changed between labellings
             switch = float(swap["switch_cost"]) * changes
             swapped = float(swap["swapped_cost"]) * (flags.sum(1) > 0)
-            costs = swap_energies + swapped[:, None]
+            # log energies: the costs are ratios, the same for any scale of the recipe's weights
+            costs = np.log1p(np.maximum(swap_energies, 0.0)) + swapped[:, None]
             labelling = np.zeros(N, dtype=np.int64)
             for seg in split_segments(obs):
                 r = np.array(seg.rows)
