@@ -169,3 +169,41 @@ def test_section_is_validated():
                        ({"swap": {"switch_cost": -1}}, "switch_cost"), ({"iterations": 0}, "iterations")):
         with pytest.raises(RecipeError, match=match):
             _recipe(bad)
+
+
+def test_video_recipe_runs_with_keypoints3d_and_switches_flow_on(model, caplog):
+    import dataclasses
+    import logging
+
+    from fitkit.fitting.video_recipe import flow_switches, with_flow
+
+    recipe = load_recipe("video", ["stages.1.solver.iterations=5", "stages.2.solver.iterations=5",
+                                   "hypotheses.iterations=3"])
+    assert recipe.hypotheses["smplr"] == "auto" and recipe.init["type"] == "smplr"
+    switches = flow_switches(recipe)
+    assert {(k, w) for _, k, w in switches} == {("vertex_flow", 0.1), ("photometric", 10000.0)}
+    flowing = with_flow(recipe)
+    assert flowing.stages[2].terms["vertex_flow"] == 0.1 and flow_switches(flowing) == []
+    assert with_flow(load_recipe("demo")).stages == load_recipe("demo").stages
+
+    ex = make_keypoint_example(model, 6, keypoint_format="blazepose33", noise_px=1.0, dropout=0.0, seed=4,
+                               spread=0.5)
+    pts = ex.gt["keypoints_3d"]
+    k3 = torch.cat([pts - 0.5 * (pts[:, 23:24] + pts[:, 24:25]), torch.ones(6, 33, 1, dtype=F64)], -1)
+    obs = dataclasses.replace(ex.observations, keypoints3d=k3.float(), track_ids=["a"] * 6)
+    with caplog.at_level(logging.INFO, logger="fitkit.fitting.hypotheses"):
+        res = fit_with_hypotheses(model, obs, recipe)
+    assert "SMPLR start reads keypoints3d" in caplog.text
+    h = res.info["hypotheses"]
+    assert h["names"] == ["yaw0", "yaw90", "yaw180", "yaw270"]  # the recipe's start is SMPLR's already
+    assert res.params["body_pose"].shape == (6, 69) and bool(torch.isfinite(res.energies["total"]).all())
+    # without keypoints3d, SMPLR reads the 2D keypoints and says so
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fitkit.fitting.hypotheses"):
+        fit_with_hypotheses(model, dataclasses.replace(obs, keypoints3d=None), recipe)
+    assert "lifted" in caplog.text
+    # a recipe whose own start is not SMPLR gets SMPLR's start as one more hypothesis
+    demo = _recipe({"yaw": [0, 180], "swap": False, "iterations": 3}, iterations=5)
+    res = fit_with_hypotheses(model, obs, demo)
+    assert res.info["hypotheses"]["names"] == ["yaw0", "yaw180", "smplr"]
+    assert hypotheses_arrays(res)["hypothesis_energies"].shape == (6, 3)

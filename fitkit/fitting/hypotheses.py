@@ -13,7 +13,7 @@ section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
       stages: 2                # the recipe's first stages make the short fit of each hypothesis
       iterations: 15           # at most this many solver iterations per stage there (null: as the recipe)
       yaw_switch_cost: null    # null: one start per track; a number: Viterbi over frames, this energy per switch
-      swap: {upper: true, lower: true, switch_cost: 1.0, swapped_cost: 0.3}   # or false
+      swap: {upper: true, lower: true, switch_cost: 0.5, swapped_cost: 0.1}   # or false
 
 1. **Starts.** The recipe's ``init`` gives the start (its ``global_orient``
    R). Yaw hypothesis j turns the body by angle a_j about its own vertical
@@ -224,14 +224,16 @@ def _per_track_choice(obs, energies: np.ndarray, switch_cost: float | None) -> n
     return choice
 
 
-def _starts(model, obs, recipe: Recipe, init, spec, device, dtype):
-    """(names, yaw degrees, starts, has_transl, init_info): the hypotheses' starting parameters."""
+def _starts(model, obs, recipe: Recipe, init, spec, device, dtype, quiet: bool = False):
+    """(names, yaw degrees, starts, init_info): the hypotheses' starting parameters
+    (``quiet``: no log lines, for the relabelled observations)."""
+    info_log = (lambda *a: None) if quiet else log.info
     N = len(obs)
     camera = build_fit_camera(recipe.camera, obs, dtype=dtype, device=device)
     base, init_info = initial_params(recipe.init, model, obs, camera, init, source=recipe.source)
     kind = init_info["type"]
     if kind == "smplr":
-        log.info("%s: the SMPLR start reads %s", obs.source, "keypoints3d" if obs.keypoints3d is not None
+        info_log("%s: the SMPLR start reads %s", obs.source, "keypoints3d" if obs.keypoints3d is not None
                  else "the 2D keypoints, lifted (no keypoints3d in the observations)")
     base, has_transl = engine.prepare_init(base, model, N, device=device, dtype=dtype,
                                            source="init" if kind == "file" else f"init.type {kind}")
@@ -253,7 +255,7 @@ def _starts(model, obs, recipe: Recipe, init, spec, device, dtype):
                 raise
             log.warning("hypotheses: no SMPLR start (%s)", exc)
         else:
-            log.info("%s: the SMPLR hypothesis reads %s (%d frame(s) fell back to the mean pose)", obs.source,
+            info_log("%s: the SMPLR hypothesis reads %s (%d frame(s) fell back to the mean pose)", obs.source,
                      "keypoints3d" if obs.keypoints3d is not None else "the 2D keypoints, lifted",
                      len(info["fallback_rows"]))
             smplr, _ = engine.prepare_init(smplr, model, N, device=device, dtype=dtype, source="init.type smplr")
@@ -312,7 +314,13 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
         if tried:
             relabelled = [swap_labels(obs, np.full(N, LABELLINGS[i][0]), np.full(N, LABELLINGS[i][1]))
                           for i in tried]
-            swap_energies[tried] = _relabelled_energies(model, relabelled, short, chosen, keep_dense, device, dtype)
+            # each labelling starts from the chosen hypothesis made from its own labels (SMPLR's
+            # pose from swapped keypoints3d differs), not from the detector's labelling's start
+            chosen_l = []
+            for o in relabelled:
+                _, _, starts_l, _ = _starts(model, o, recipe, init, spec, device, dtype, quiet=True)
+                chosen_l.append({k: torch.stack([st[k] for st in starts_l])[rows, pick] for k in starts_l[0]})
+            swap_energies[tried] = _relabelled_energies(model, relabelled, short, chosen_l, keep_dense, device, dtype)
             flags = np.array(LABELLINGS, dtype=np.float64)
             changes = np.abs(flags[:, None, :] - flags[None, :, :]).sum(-1)  # flags changed between labellings
             switch = float(swap["switch_cost"]) * changes
@@ -341,14 +349,14 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
 
 
 def _relabelled_energies(model, parts, short, chosen, keep_dense, device, dtype) -> np.ndarray:
-    """(L, N) energies of the short fit from ``chosen`` on each of L relabelled observations,
-    as one stacked batch of L*N rows."""
+    """(L, N) energies of the short fit on each of L relabelled observations from its start
+    (``chosen[l]``, smplx-named (N, ...)), as one stacked batch of L*N rows."""
     L, N = len(parts), len(parts[0])
     base = _stack(parts[0], L, keep_dense)
     kps = torch.cat([p.keypoints for p in parts])
     k3 = None if parts[0].keypoints3d is None else torch.cat([p.keypoints3d for p in parts])
     stacked = dataclasses.replace(base, keypoints=kps, keypoints3d=k3)
-    init = {k: v.repeat(L, *[1] * (v.dim() - 1)) for k, v in chosen.items()}
+    init = {k: torch.cat([c[k] for c in chosen]) for k in chosen[0]}
     res = engine.fit(model, stacked, short, init, device=device, dtype=dtype)
     e = res.energies["total"].detach().cpu().double().numpy().reshape(L, N)
     return np.where(np.isfinite(e), e, np.inf)

@@ -303,7 +303,7 @@ def check_term_options(cls: type, options: Mapping[str, Any], where: str) -> dic
 #: Defaults of a recipe's ``hypotheses:`` section (:mod:`fitkit.fitting.hypotheses`).
 HYPOTHESES_DEFAULTS: dict[str, Any] = {"yaw": [0.0, 90.0, 180.0, 270.0], "smplr": "auto", "stages": 2,
                                        "iterations": 15, "yaw_switch_cost": None, "swap": {}}
-_SWAP_DEFAULTS: dict[str, Any] = {"upper": True, "lower": True, "switch_cost": 1.0, "swapped_cost": 0.3}
+_SWAP_DEFAULTS: dict[str, Any] = {"upper": True, "lower": True, "switch_cost": 0.5, "swapped_cost": 0.1}
 
 
 def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
