@@ -97,6 +97,10 @@ def test_viterbi_against_brute_force():
     best = min(itertools_product(3, 6), key=lambda p: sum(costs[t, s] for t, s in enumerate(p))
                + sum(switch[a, b] for a, b in zip(p[:-1], p[1:])))
     assert path.tolist() == list(best)
+    steps = rng.uniform(0, 5, (5, 3, 3))  # a transition cost per step
+    best = min(itertools_product(3, 6), key=lambda p: sum(costs[t, s] for t, s in enumerate(p))
+               + sum(steps[t, a, b] for t, (a, b) in enumerate(zip(p[:-1], p[1:]))))
+    assert viterbi(costs, steps).tolist() == list(best)
 
 
 def itertools_product(states, length):

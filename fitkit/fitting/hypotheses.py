@@ -13,7 +13,7 @@ section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
       stages: 2                # the recipe's first stages make the short fit of each hypothesis
       iterations: 15           # at most this many solver iterations per stage there (null: as the recipe)
       yaw_switch_cost: null    # null: one start per track; a number: Viterbi over frames, this energy per switch
-      swap: {upper: true, lower: true, switch_cost: 0.5, swapped_cost: 0.1}   # or false
+      swap: {upper: true, lower: true, switch_cost: 0.5, swapped_cost: 0.1, facing_cost: 0.0}   # or false
 
 1. **Starts.** The recipe's ``init`` gives the start (its ``global_orient``
    R). Yaw hypothesis j turns the body by angle a_j about its own vertical
@@ -35,8 +35,12 @@ section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
    (stacked again). A Viterbi over each run of consecutive frames picks a
    labelling per frame, with cost log(1 + E[l, n]) + ``swapped_cost`` (a
    swapped labelling must lower the energy by a factor exp(swapped_cost) to
-   win a frame) and ``switch_cost`` per flag changed between consecutive
-   frames; in log units, so the costs do not depend on the recipe's weights.
+   win a frame), ``switch_cost`` per flag changed between consecutive
+   frames and ``facing_cost`` * (1 - cos a) / 2 for the angle a between the
+   forward directions of the two frames' short fits (a fit that turns round
+   from one frame to the next: a swap of all labels and a body turned by 180
+   degrees explain the same 2D keypoints, only continuity tells them apart);
+   in log units, so the costs do not depend on the recipe's weights.
 3. **Full fit.** :func:`fitkit.fitting.engine.fit` runs the whole recipe once
    more, from the chosen start (the start, not its short fit) on the chosen
    labelling.
@@ -143,7 +147,8 @@ def viterbi(costs: np.ndarray, switch: np.ndarray) -> np.ndarray:
 
     Args:
         costs: (T, S) cost of state s at step t (inf allowed, not NaN).
-        switch: (S, S) cost of going from state i at t to state j at t+1.
+        switch: (S, S) cost of going from state i at t to state j at t+1, or
+            (T-1, S, S) such costs per step.
     Returns:
         (T,) int64 states; ties go to the lower state index.
     """
@@ -151,7 +156,7 @@ def viterbi(costs: np.ndarray, switch: np.ndarray) -> np.ndarray:
     total = costs[0].astype(np.float64).copy()
     back = np.zeros((T, S), dtype=np.int64)
     for t in range(1, T):
-        step = total[:, None] + switch  # (from, to)
+        step = total[:, None] + (switch[t - 1] if switch.ndim == 3 else switch)  # (from, to)
         back[t] = np.argmin(step, axis=0)
         total = step[back[t], np.arange(S)] + costs[t]
     path = np.zeros(T, dtype=np.int64)
@@ -196,14 +201,21 @@ def _short_recipe(recipe: Recipe, spec: Mapping[str, Any]) -> Recipe:
                                init={"type": "file", "transl": recipe.init.get("transl", "auto")}, hypotheses={})
 
 
+def _short_fit(model, obs, recipe, init, H: int, N: int, device, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Run the short recipe on H*N stacked rows: (H, N) total energies (inf where not finite)
+    and (H, N, 3) the fitted bodies' forward directions (their z axis, camera frame)."""
+    res = engine.fit(model, obs, recipe, init, device=device, dtype=dtype)
+    e = res.energies["total"].detach().cpu().double().numpy().reshape(H, N)
+    fwd = axis_angle_to_matrix(res.params["global_orient"].detach())[:, :, 2]
+    return np.where(np.isfinite(e), e, np.inf), fwd.cpu().double().numpy().reshape(H, N, 3)
+
+
 def _energies(model, obs, recipe, starts: Sequence[Mapping[str, torch.Tensor]], keep_dense: bool,
-              device, dtype) -> np.ndarray:
-    """(H, N) total energies of the short fits from H starts (each smplx-named (N, ...))."""
+              device, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(H, N) energies and (H, N, 3) facings of the short fits from H starts (each smplx-named (N, ...))."""
     H, N = len(starts), len(obs)
     init = {k: torch.cat([s[k] for s in starts]) for k in starts[0]}
-    res = engine.fit(model, _stack(obs, H, keep_dense), recipe, init, device=device, dtype=dtype)
-    e = res.energies["total"].detach().cpu().double().numpy().reshape(H, N)
-    return np.where(np.isfinite(e), e, np.inf)
+    return _short_fit(model, _stack(obs, H, keep_dense), recipe, init, H, N, device, dtype)
 
 
 def _per_track_choice(obs, energies: np.ndarray, switch_cost: float | None) -> np.ndarray:
@@ -295,7 +307,7 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
     keep_dense = bool(used & _DENSE_TERMS)
 
     names, yaws, starts, init_info = _starts(model, obs, recipe, init, spec, device, dtype)
-    energies = _energies(model, obs, short, starts, keep_dense, device, dtype)
+    energies, facings = _energies(model, obs, short, starts, keep_dense, device, dtype)
     choice = _per_track_choice(obs, energies, spec["yaw_switch_cost"])
     rows = torch.as_tensor(choice, device=device)
     pick = torch.arange(N, device=device)
@@ -307,6 +319,8 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
     swap_lower = np.zeros(N, dtype=bool)
     swap_energies = np.full((len(LABELLINGS), N), np.inf)
     swap_energies[0] = energies[choice, np.arange(N)]
+    swap_facings = np.zeros((len(LABELLINGS), N, 3))
+    swap_facings[0] = facings[choice, np.arange(N)]
     swap = spec["swap"]
     if swap:
         tried = [i for i, (u, lo) in enumerate(LABELLINGS)
@@ -320,7 +334,8 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
             for o in relabelled:
                 _, _, starts_l, _ = _starts(model, o, recipe, init, spec, device, dtype, quiet=True)
                 chosen_l.append({k: torch.stack([st[k] for st in starts_l])[rows, pick] for k in starts_l[0]})
-            swap_energies[tried] = _relabelled_energies(model, relabelled, short, chosen_l, keep_dense, device, dtype)
+            swap_energies[tried], swap_facings[tried] = _relabelled_energies(model, relabelled, short, chosen_l,
+                                                                             keep_dense, device, dtype)
             flags = np.array(LABELLINGS, dtype=np.float64)
             changes = np.abs(flags[:, None, :] - flags[None, :, :]).sum(-1)  # flags changed between labellings
             switch = float(swap["switch_cost"]) * changes
@@ -330,7 +345,12 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
             labelling = np.zeros(N, dtype=np.int64)
             for seg in split_segments(obs):
                 r = np.array(seg.rows)
-                labelling[r] = viterbi(costs[:, r].T, switch)
+                # a labelling whose fitted body turns round between consecutive frames pays for it:
+                # a full swap and a turned body explain the same 2D keypoints, continuity does not
+                f = swap_facings[:, r]  # (4, T, 3)
+                cos = np.einsum("itk,jtk->tij", f[:, :-1], f[:, 1:])  # (T-1, from, to)
+                step = switch[None] + float(swap["facing_cost"]) * (1.0 - cos) / 2.0
+                labelling[r] = viterbi(costs[:, r].T, step)
             swap_upper = flags[labelling, 0] > 0
             swap_lower = flags[labelling, 1] > 0
             log.info("hypotheses: left/right swapped on %d frame(s) (upper body) and %d (lower body)",
@@ -348,7 +368,7 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
     return res
 
 
-def _relabelled_energies(model, parts, short, chosen, keep_dense, device, dtype) -> np.ndarray:
+def _relabelled_energies(model, parts, short, chosen, keep_dense, device, dtype) -> tuple[np.ndarray, np.ndarray]:
     """(L, N) energies of the short fit on each of L relabelled observations from its start
     (``chosen[l]``, smplx-named (N, ...)), as one stacked batch of L*N rows."""
     L, N = len(parts), len(parts[0])
@@ -357,9 +377,7 @@ def _relabelled_energies(model, parts, short, chosen, keep_dense, device, dtype)
     k3 = None if parts[0].keypoints3d is None else torch.cat([p.keypoints3d for p in parts])
     stacked = dataclasses.replace(base, keypoints=kps, keypoints3d=k3)
     init = {k: torch.cat([c[k] for c in chosen]) for k in chosen[0]}
-    res = engine.fit(model, stacked, short, init, device=device, dtype=dtype)
-    e = res.energies["total"].detach().cpu().double().numpy().reshape(L, N)
-    return np.where(np.isfinite(e), e, np.inf)
+    return _short_fit(model, stacked, short, init, L, N, device, dtype)
 
 
 def hypotheses_arrays(result: engine.FitResult) -> dict[str, np.ndarray]:

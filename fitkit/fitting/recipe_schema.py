@@ -303,7 +303,8 @@ def check_term_options(cls: type, options: Mapping[str, Any], where: str) -> dic
 #: Defaults of a recipe's ``hypotheses:`` section (:mod:`fitkit.fitting.hypotheses`).
 HYPOTHESES_DEFAULTS: dict[str, Any] = {"yaw": [0.0, 90.0, 180.0, 270.0], "smplr": "auto", "stages": 2,
                                        "iterations": 15, "yaw_switch_cost": None, "swap": {}}
-_SWAP_DEFAULTS: dict[str, Any] = {"upper": True, "lower": True, "switch_cost": 0.5, "swapped_cost": 0.1}
+_SWAP_DEFAULTS: dict[str, Any] = {"upper": True, "lower": True, "switch_cost": 0.5, "swapped_cost": 0.1,
+                                  "facing_cost": 0.0}
 
 
 def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
@@ -315,7 +316,7 @@ def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
         where: ``"<file>: hypotheses"``.
     Returns:
         ``{yaw: [degrees], smplr: 'auto'|True|False, stages: int, iterations: int|None,
-        yaw_switch_cost: float|None, swap: {upper, lower, switch_cost, swapped_cost} or False}``.
+        yaw_switch_cost: float|None, swap: {upper, lower, switch_cost, swapped_cost, facing_cost} or False}``.
     """
     if spec is None:
         return {}
@@ -345,7 +346,7 @@ def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
         for key in ("upper", "lower"):
             if not isinstance(swap[key], bool):
                 raise RecipeError(f"{where}.swap.{key}: expected true or false, got {swap[key]!r}")
-        for key in ("switch_cost", "swapped_cost"):
+        for key in ("switch_cost", "swapped_cost", "facing_cost"):
             swap[key] = float(_NON_NEGATIVE.check(swap[key], f"{where}.swap.{key}"))
         out["swap"] = swap if (swap["upper"] or swap["lower"]) else False
     else:
