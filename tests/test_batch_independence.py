@@ -37,11 +37,12 @@ def small_recipe(solver: str, prior: str | None = None, mode: str | None = None)
 class Case:
     """Model, frames and recipe of one (solver, dtype), with the batch-of-24 fit as reference."""
 
-    def __init__(self, solver: str, dtype: torch.dtype, prior: str | None = None, mode: str | None = None):
+    def __init__(self, solver: str, dtype: torch.dtype, prior: str | None = None, mode: str | None = None,
+                 frames: int = N):
         self.model = load_body_model("open", num_betas=10, dtype=dtype)
-        self.ex = make_keypoint_example(self.model, N, noise_px=2.0, seed=11)
+        self.ex = make_keypoint_example(self.model, frames, noise_px=2.0, seed=11)
         self.recipe = small_recipe(solver, prior, mode)
-        self.reference = self.fit(list(range(N)))
+        self.reference = self.fit(list(range(frames)))
 
     def fit(self, rows, corrupt: str | None = None, at: int = 0):
         """Fit frames ``rows`` in one batch; with ``corrupt``, frame ``rows[at]`` is
@@ -75,10 +76,11 @@ class Case:
 _CASES: dict = {}
 
 
-def case(solver: str, dtype=torch.float32, prior: str | None = None, mode: str | None = None) -> Case:
-    key = (solver, dtype, prior, mode)
+def case(solver: str, dtype=torch.float32, prior: str | None = None, mode: str | None = None,
+         frames: int = N) -> Case:
+    key = (solver, dtype, prior, mode, frames)
     if key not in _CASES:
-        _CASES[key] = Case(solver, dtype, prior, mode)
+        _CASES[key] = Case(solver, dtype, prior, mode, frames)
     return _CASES[key]
 
 
@@ -155,16 +157,20 @@ def test_keypoint_bound_of_the_converged_flag():
 # (fitkit.priors.row_blocks)
 
 PRIOR_MODES = [("vposer", "encoder"), ("vposer", "latent"), ("cnf", "nll"), ("cnf", "latent")]
+#: Frames of the network priors' reference batch: more than one block of ROW_BLOCK (32) rows.
+PRIOR_FRAMES = 40
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("prior,mode", PRIOR_MODES)
 def test_network_priors_batch_size_and_broken_neighbour(prior, mode, dtype):
-    c = case("lbfgs", dtype, prior, mode)
+    c = case("lbfgs", dtype, prior, mode, frames=PRIOR_FRAMES)
     assert not c.reference.nan.any()
     rows = list(range(8, 16))
     c.assert_same(c.fit(rows), rows)
     c.assert_same(c.fit([13]), [13])
+    rows = list(range(28, 40))  # across the reference's two blocks
+    c.assert_same(c.fit(rows), rows)
     rows = [8, 9, 10, 0, 11, 12, 13, 14, 15]  # frame 0, NaN keypoints, among 8..15
     res = c.fit(rows, corrupt="nan", at=3)
     keep = [i for i in range(len(rows)) if i != 3]
@@ -174,8 +180,8 @@ def test_network_priors_batch_size_and_broken_neighbour(prior, mode, dtype):
 
 def test_vposer_encoder_with_lm_bit_identical():
     """LM pushes the encoder forward along every parameter direction (torch.func.jvp under vmap)."""
-    c = case("lm", torch.float32, "vposer", "encoder")
-    rows = list(range(16, 24))
+    c = case("lm", torch.float32, "vposer", "encoder", frames=PRIOR_FRAMES)
+    rows = list(range(16, 24)) + [35]
     c.assert_same(c.fit(rows), rows)
     c.assert_same(c.fit([20]), [20])
 
@@ -198,7 +204,7 @@ def _network_maps(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_place_inside_a_block_does_not_matter(dtype):
     """The same row at every place of a ROW_BLOCK-row block, beside random rows: the same
-    output and the same input gradient, bit for bit (float64 needs align_linear_inputs)."""
+    output and the same input gradient, bit for bit (float64 needs the zero column of odd widths)."""
     from fitkit.priors.row_blocks import ROW_BLOCK
 
     gen = torch.Generator().manual_seed(3)
@@ -227,7 +233,7 @@ def test_in_row_blocks_is_the_same_computation():
     terms match the plain networks on the whole batch to 1e-12 (relative where the values are
 large, e.g. log-densities; gradients relative to their largest entry)."""
     from fitkit.priors.cnf import load_flow
-    from fitkit.priors.row_blocks import align_linear_inputs, in_row_blocks
+    from fitkit.priors.row_blocks import block_linear_layers, in_row_blocks
     from fitkit.priors.vposer import load_vposer
 
     gen = torch.Generator().manual_seed(4)
@@ -236,8 +242,8 @@ large, e.g. log-densities; gradients relative to their largest entry)."""
     plain = {"encoder": (vp.encode_mean, 63), "decoder": (vp.decode_axis_angle, vp.latent_dim),
              "to_latent": (flow.to_latent, flow.dim), "from_latent": (flow.from_latent, flow.dim),
              "log_prob": (flow.log_prob, flow.dim)}
-    aligned_vp = align_linear_inputs(load_vposer("priors/open_vposer.pt").double())
-    aligned_flow = align_linear_inputs(load_flow("priors/open_cnf.pt").double())
+    aligned_vp = block_linear_layers(load_vposer("priors/open_vposer.pt").double())
+    aligned_flow = block_linear_layers(load_flow("priors/open_cnf.pt").double())
     aligned = {"encoder": aligned_vp.encode_mean, "decoder": aligned_vp.decode_axis_angle,
                "to_latent": aligned_flow.to_latent, "from_latent": aligned_flow.from_latent,
                "log_prob": aligned_flow.log_prob}
@@ -268,7 +274,7 @@ def test_in_row_blocks_pieces():
     a = torch.arange(10.0).reshape(5, 2).requires_grad_(True)
     b = torch.ones(5, 2)
     doubled, sums = in_row_blocks(fn, a, b, None, block=4)
-    assert seen == [(4, 4, None), (4, 4, None)]  # 5 rows: one block, then one row and 3 fillers
+    assert seen == [(8, 8, None)]  # 5 rows padded to 8 with copies of the last one
     assert torch.equal(doubled, a * 2) and torch.equal(sums, (a + b).sum(1))
     (g,) = torch.autograd.grad(doubled.sum() + sums.sum(), a)
     assert torch.equal(g, torch.full((5, 2), 3.0))  # the filler copies of row 4 add nothing
@@ -276,3 +282,25 @@ def test_in_row_blocks_pieces():
         in_row_blocks(fn, a, torch.ones(4, 2), None)
     with pytest.raises(ValueError, match="block"):
         in_row_blocks(fn, a, b, None, block=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_blocked_linear_rows_do_not_depend_on_the_batch(dtype):
+    """A row of blocked_linear is bit-identical in batches of 1, 5, 32, 40 and 100 (plain
+    F.linear is not), and equals F.linear to rounding; the gradient too."""
+    from fitkit.priors.row_blocks import blocked_linear
+
+    gen = torch.Generator().manual_seed(5)
+    for k in (63, 64):
+        w = torch.randn(512, k, generator=gen, dtype=dtype) / k ** 0.5
+        bias = torch.randn(512, generator=gen, dtype=dtype)
+        x = torch.randn(100, k, generator=gen, dtype=dtype, requires_grad=True)
+        full = blocked_linear(x, w, bias)
+        (g_full,) = torch.autograd.grad(full.square().sum(), x)
+        tol = 1e-4 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(full, torch.nn.functional.linear(x, w, bias), rtol=tol, atol=tol)
+        for n in (1, 5, 32, 40):
+            part = blocked_linear(x[:n], w, bias)
+            (g,) = torch.autograd.grad(part.square().sum(), x)
+            assert torch.equal(part, full[:n]), (k, n)
+            assert torch.equal(g[:n], g_full[:n]) and not g[n:].any(), (k, n)
