@@ -105,6 +105,14 @@ def write_frames(video: Path, view: str, folder: Path) -> list[str]:
     return written
 
 
+def _loose_clean(arrays: dict, p: int, settings: Settings) -> int:
+    """Frames whose 12 limb points all have >= 2 views and a mean error below clean_max_px (no 3-view rule)."""
+    nv = arrays["num_views"][p][:, LIMBS]
+    with np.errstate(invalid="ignore"):
+        err = np.nanmean(np.where(nv > 0, arrays["error"][p][:, LIMBS], np.nan), axis=1)
+    return int(((nv >= 2).all(axis=1) & (err < settings.clean_max_px)).sum())
+
+
 def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -145,7 +153,8 @@ def main(argv=None) -> int:
             video_sha[view] = sha256(video)
             raw, masks = det_dir / f"{view}.npz", det_dir / f"{view}_masks.npz"
             if not args.detections:
-                commands.append(" ".join(detect(args.detect_python, video, raw, masks, args.max_people)[3:]))
+                cmd = detect(args.detect_python, video, raw, masks, args.max_people)[3:]
+                commands.append(" ".join(cmd).replace(str(work), "$WORK"))
             obs = load_observations(raw)
             obs.image_paths = [""] * len(obs)  # the videos are not committed
             obs.source = f"{out / view}.npz"
@@ -164,8 +173,9 @@ def main(argv=None) -> int:
                                            capture_output=True, text=True).stdout.strip()
 
         summary = {"views": list(ref["views"]), "frames": num_frames, "participants": {}, "detections": {},
-                   "view_mean_error_px": dict(zip(ref["views"], arrays["view_mean_error"].round(2).tolist())),
-                   "view_median_error_px": dict(zip(ref["views"], arrays["view_median_error"].round(2).tolist())),
+                   "view_mean_error_px": dict(zip(ref["views"], [round(float(e), 2) for e in arrays["view_mean_error"]])),
+                   "view_median_error_px": dict(zip(ref["views"],
+                                                    [round(float(e), 2) for e in arrays["view_median_error"]])),
                    "left_out": ref["left_out"], "settings": asdict(settings), "seconds": None}
         for view, obs in observations.items():
             kp = obs.keypoints.numpy()
@@ -181,6 +191,7 @@ def main(argv=None) -> int:
                 "frames_per_view": {v: int((track_of[:, vi] != "").sum()) for vi, v in enumerate(ref["views"])},
                 "tracks_per_view": {v: sorted(set(track_of[:, vi]) - {""}) for vi, v in enumerate(ref["views"])},
                 "clean_frames": int(arrays["clean"][p].sum()),
+                "frames_limbs_2_views_below_clean_px": int(_loose_clean(arrays, p, settings)),
                 "frames_with_limbs": int(np.isfinite(arrays["points3d"][p][:, LIMBS]).all(axis=(1, 2)).sum()),
                 "swaps": {v: flip_spans(arrays["flipped"][p, :, vi]) for vi, v in enumerate(ref["views"])},
             }
@@ -234,8 +245,8 @@ def write_provenance(out, wheel, video_sha, mediapipe_version, commands, setting
         ".venv/bin/python tools/build_dev_set.py --detect-python venv-detect/bin/python",
         "```",
         "",
-        "which ran, per view: " + ("; ".join(f"`fitkit {c}`" for c in commands) if commands
-                                   else "(detections reused with --detections)"),
+        "which ran, per view (`$WORK` is a temporary folder with the extracted demo): "
+        + ("; ".join(f"`fitkit {c}`" for c in commands) if commands else "(detections reused with --detections)"),
         "",
         f"Build time: {summary['seconds']} s on a 2-core CPU machine.",
         "",
