@@ -413,7 +413,8 @@ def empty_frames_line(summary: dict) -> str:
 def print_summary(summary: dict) -> None:
     source = (f"{summary['images']} image(s)" if summary["images"] else
               ", ".join(summary["videos"]) + (f" (every {summary['every']} frames)" if summary["every"] > 1 else ""))
-    print(f"fitkit detect: {summary['frames']} frames from {source}, MediaPipe Pose "
+    unit = "rows (person, frame)" if "people" in summary else "frames"
+    print(f"fitkit detect: {summary['frames']} {unit} from {source}, MediaPipe Pose "
           f"(model complexity {summary['model_complexity']}) in {summary['seconds']:.1f} s")
     if "people" in summary:
         tracks = summary["people"]
