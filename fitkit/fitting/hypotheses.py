@@ -12,7 +12,9 @@ section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
       smplr: auto              # auto | true | false: the SMPLR start (from keypoints3d) as one more
       stages: 2                # the recipe's first stages make the short fit of each hypothesis
       iterations: 15           # at most this many solver iterations per stage there (null: as the recipe)
-      yaw_switch_cost: null    # null: one start per track; a number: Viterbi over frames, this energy per switch
+      start_margin: 0.05       # another start must lower the log energy by this much to replace the recipe's
+      yaw_switch_cost: null    # null: one start per track; a number: Viterbi over frames on log(1 + energy),
+                               # this cost per switch
       swap: {upper: true, lower: true, switch_cost: 0.5, swapped_cost: 0.1, facing_cost: 0.0}   # or false
 
 1. **Starts.** The recipe's ``init`` gives the start (its ``global_orient``
@@ -26,8 +28,10 @@ section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
    iterations capped at ``iterations``. The per-frame total energy E[h, n]
    (the engine's ``energies['total']``, under the last short stage's
    weights) then picks one hypothesis per track (the smallest sum over the
-   track's frames), or with ``yaw_switch_cost`` a Viterbi path over each
-   run of consecutive frames (a person who turns around).
+   track's frames; a hypothesis other than the recipe's own start, index 0,
+   must beat it by ``start_margin`` in log units, ~5%: near-ties keep the start), or with ``yaw_switch_cost`` a Viterbi path over each
+   run of consecutive frames (a person who turns around) on log(1 + E[h, n])
+   with that cost per change of hypothesis.
 2. **Labels.** From the chosen starts, the labellings "upper body swapped",
    "lower body swapped" and "both" (left/right pairs of the keypoint format,
    :func:`swap_permutations`; ``keypoints3d`` are swapped with the 2D
@@ -218,21 +222,27 @@ def _energies(model, obs, recipe, starts: Sequence[Mapping[str, torch.Tensor]], 
     return _short_fit(model, _stack(obs, H, keep_dense), recipe, init, H, N, device, dtype)
 
 
-def _per_track_choice(obs, energies: np.ndarray, switch_cost: float | None) -> np.ndarray:
-    """(N,) hypothesis per frame from (H, N) energies: per track, or a Viterbi per segment."""
+def _per_track_choice(obs, energies: np.ndarray, switch_cost: float | None, margin: float) -> np.ndarray:
+    """(N,) hypothesis per frame from (H, N) energies: per track, or a Viterbi per segment.
+    Hypotheses other than 0 (the recipe's own start) pay ``margin`` in log-energy units."""
     H, N = energies.shape
+    extra = np.full(H, float(margin))
+    extra[0] = 0.0
     choice = np.zeros(N, dtype=np.int64)
     if switch_cost is None:
         tracks = obs.track_ids or [""] * N
         for t in dict.fromkeys(tracks):
             rows = np.array([i for i, tt in enumerate(tracks) if tt == t])
-            choice[rows] = int(np.argmin(energies[:, rows].sum(axis=1)))
+            with np.errstate(divide="ignore"):
+                total = np.log(energies[:, rows].sum(axis=1)) + extra
+            choice[rows] = int(np.argmin(np.where(np.isnan(total), np.inf, total)))
         return choice
     switch = np.full((H, H), float(switch_cost))
     np.fill_diagonal(switch, 0.0)
+    costs = np.log1p(np.maximum(energies, 0.0)) + extra[:, None]  # log units, as for the labels
     for seg in split_segments(obs):
         rows = np.array(seg.rows)
-        choice[rows] = viterbi(energies[:, rows].T, switch)
+        choice[rows] = viterbi(costs[:, rows].T, switch)
     return choice
 
 
@@ -308,7 +318,7 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
 
     names, yaws, starts, init_info = _starts(model, obs, recipe, init, spec, device, dtype)
     energies, facings = _energies(model, obs, short, starts, keep_dense, device, dtype)
-    choice = _per_track_choice(obs, energies, spec["yaw_switch_cost"])
+    choice = _per_track_choice(obs, energies, spec["yaw_switch_cost"], spec["start_margin"])
     rows = torch.as_tensor(choice, device=device)
     pick = torch.arange(N, device=device)
     chosen = {k: torch.stack([s[k] for s in starts])[rows, pick] for k in starts[0]}

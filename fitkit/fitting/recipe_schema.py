@@ -302,7 +302,8 @@ def check_term_options(cls: type, options: Mapping[str, Any], where: str) -> dic
 
 #: Defaults of a recipe's ``hypotheses:`` section (:mod:`fitkit.fitting.hypotheses`).
 HYPOTHESES_DEFAULTS: dict[str, Any] = {"yaw": [0.0, 90.0, 180.0, 270.0], "smplr": "auto", "stages": 2,
-                                       "iterations": 15, "yaw_switch_cost": None, "swap": {}}
+                                       "iterations": 15, "start_margin": 0.05, "yaw_switch_cost": None,
+                                       "swap": {}}
 _SWAP_DEFAULTS: dict[str, Any] = {"upper": True, "lower": True, "switch_cost": 0.5, "swapped_cost": 0.1,
                                   "facing_cost": 0.0}
 
@@ -315,7 +316,7 @@ def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
         num_stages: the recipe's number of stages (``stages`` may not exceed it).
         where: ``"<file>: hypotheses"``.
     Returns:
-        ``{yaw: [degrees], smplr: 'auto'|True|False, stages: int, iterations: int|None,
+        ``{yaw: [degrees], smplr: 'auto'|True|False, stages: int, iterations: int|None, start_margin: float,
         yaw_switch_cost: float|None, swap: {upper, lower, switch_cost, swapped_cost, facing_cost} or False}``.
     """
     if spec is None:
@@ -335,6 +336,7 @@ def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
     out["stages"] = Rule(integer=True, lo=1, hi=num_stages).check(out["stages"], f"{where}.stages")
     out["iterations"] = Rule(integer=True, lo=1, none_ok=True).check(out["iterations"], f"{where}.iterations")
     out["yaw_switch_cost"] = Rule(lo=0.0, none_ok=True).check(out["yaw_switch_cost"], f"{where}.yaw_switch_cost")
+    out["start_margin"] = float(Rule(lo=0.0).check(out["start_margin"], f"{where}.start_margin"))
     swap = out["swap"]
     if swap is False or swap is None:
         out["swap"] = False
