@@ -211,3 +211,14 @@ def test_video_recipe_runs_with_keypoints3d_and_switches_flow_on(model, caplog):
     res = fit_with_hypotheses(model, obs, demo)
     assert res.info["hypotheses"]["names"] == ["yaw0", "yaw180", "smplr"]
     assert hypotheses_arrays(res)["hypothesis_energies"].shape == (6, 3)
+
+
+def test_near_ties_keep_the_recipes_start():
+    from fitkit.fitting.hypotheses import _per_track_choice
+
+    obs = Observations.from_arrays(np.zeros((4, 25, 3)), "body25", (100, 100), track_ids=["a", "a", "b", "b"])
+    e = np.array([[100.0, 100.0, 100.0, 100.0],
+                  [98.0, 98.0, 80.0, 80.0]])  # 2% lower on track a, 20% on track b
+    assert _per_track_choice(obs, e, None, 0.05, 0).tolist() == [0, 0, 1, 1]
+    assert _per_track_choice(obs, e, None, 0.0, 0).tolist() == [1, 1, 1, 1]
+    assert _per_track_choice(obs, e[::-1].copy(), None, 0.05, 1).tolist() == [1, 1, 0, 0]

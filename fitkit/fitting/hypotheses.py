@@ -27,11 +27,12 @@ section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
    tracks) and fitted with the recipe's first ``stages`` stages, their
    iterations capped at ``iterations``. The per-frame total energy E[h, n]
    (the engine's ``energies['total']``, under the last short stage's
-   weights) then picks one hypothesis per track (the smallest sum over the
-   track's frames; a hypothesis other than the recipe's own start, index 0,
-   must beat it by ``start_margin`` in log units, ~5%: near-ties keep the start), or with ``yaw_switch_cost`` a Viterbi path over each
-   run of consecutive frames (a person who turns around) on log(1 + E[h, n])
-   with that cost per change of hypothesis.
+   weights) then picks one hypothesis per track: the smallest sum over the
+   track's frames, where a hypothesis other than the recipe's own start (yaw
+   0) must beat it by ``start_margin`` in log units (0.05, ~5%: near-ties keep
+   the start); or, with ``yaw_switch_cost``, a Viterbi path over each run of
+   consecutive frames (a person who turns around) on log(1 + E[h, n]) with
+   that cost per change of hypothesis.
 2. **Labels.** From the chosen starts, the labellings "upper body swapped",
    "lower body swapped" and "both" (left/right pairs of the keypoint format,
    :func:`swap_permutations`; ``keypoints3d`` are swapped with the 2D
@@ -222,12 +223,15 @@ def _energies(model, obs, recipe, starts: Sequence[Mapping[str, torch.Tensor]], 
     return _short_fit(model, _stack(obs, H, keep_dense), recipe, init, H, N, device, dtype)
 
 
-def _per_track_choice(obs, energies: np.ndarray, switch_cost: float | None, margin: float) -> np.ndarray:
+def _per_track_choice(obs, energies: np.ndarray, switch_cost: float | None, margin: float,
+                      home: int | None) -> np.ndarray:
     """(N,) hypothesis per frame from (H, N) energies: per track, or a Viterbi per segment.
-    Hypotheses other than 0 (the recipe's own start) pay ``margin`` in log-energy units."""
+    Hypotheses other than ``home`` (the recipe's own start; None: no such hypothesis) pay
+    ``margin`` in log-energy units."""
     H, N = energies.shape
-    extra = np.full(H, float(margin))
-    extra[0] = 0.0
+    extra = np.full(H, float(margin) if home is not None else 0.0)
+    if home is not None:
+        extra[home] = 0.0
     choice = np.zeros(N, dtype=np.int64)
     if switch_cost is None:
         tracks = obs.track_ids or [""] * N
@@ -318,7 +322,8 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
 
     names, yaws, starts, init_info = _starts(model, obs, recipe, init, spec, device, dtype)
     energies, facings = _energies(model, obs, short, starts, keep_dense, device, dtype)
-    choice = _per_track_choice(obs, energies, spec["yaw_switch_cost"], spec["start_margin"])
+    home = next((i for i, (n, a) in enumerate(zip(names, yaws)) if n != "smplr" and a % 360.0 == 0.0), None)
+    choice = _per_track_choice(obs, energies, spec["yaw_switch_cost"], spec["start_margin"], home)
     rows = torch.as_tensor(choice, device=device)
     pick = torch.arange(N, device=device)
     chosen = {k: torch.stack([s[k] for s in starts])[rows, pick] for k in starts[0]}
