@@ -104,7 +104,7 @@ def test_interrupted_run_resumes_from_saved_chunks(example, tmp_path, monkeypatc
             "--output", str(out), "--batch-size", "2", "--quiet"]
     import fitkit.commands.fit as fit_command
 
-    real_fit, calls = fit_command.fit, []
+    real_fit, calls = fit_command.fit_with_hypotheses, []
 
     def crash_on_second_chunk(*a, **k):
         calls.append(1)
@@ -112,14 +112,14 @@ def test_interrupted_run_resumes_from_saved_chunks(example, tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real_fit(*a, **k)
 
-    monkeypatch.setattr(fit_command, "fit", crash_on_second_chunk)
+    monkeypatch.setattr(fit_command, "fit_with_hypotheses", crash_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         main(args)
     assert not (out / "result.npz").exists()
     assert [p.name for p in sorted((out / "chunks").iterdir())] == ["frames_00000000_00000001.npz"]
 
     calls.clear()
-    monkeypatch.setattr(fit_command, "fit", lambda *a, **k: (calls.append(1), real_fit(*a, **k))[1])
+    monkeypatch.setattr(fit_command, "fit_with_hypotheses", lambda *a, **k: (calls.append(1), real_fit(*a, **k))[1])
     assert main(args + ["--resume"]) == 0
     assert len(calls) == 1  # only the chunk that was lost is fitted again
     resumed = load_result(out / "result.npz")
@@ -217,3 +217,22 @@ def test_flow_from_the_frames_of_a_video(tmp_path):
     want = compute_flow(np.stack(decoded), method="dis")
     np.testing.assert_allclose(got[:2], want[:2], atol=1e-5)
     assert np.nanmedian(got[0, 10:-10, 10:-10, 0]) == pytest.approx(2.0, abs=0.5)  # it sees the motion
+
+
+def test_the_video_recipe_writes_its_hypothesis_choices(tmp_path):
+    """fitkit fit runs a recipe's hypotheses: section and records what was chosen per frame."""
+    from fitkit.body import load_body_model
+    from fitkit.eval.synthetic import make_keypoint_example
+    from fitkit.io.observations import save_observations
+
+    ex = make_keypoint_example(load_body_model("open", num_betas=10), 3, keypoint_format="blazepose33",
+                               image_size=(256, 256), seed=2)
+    obs_path = tmp_path / "obs.npz"
+    save_observations(obs_path, ex.observations)
+    out = tmp_path / "o"
+    assert main(["fit", "-q", "--recipe", "video", "--input", str(obs_path), "-o", str(out),
+                 "--set", "stages.1.solver.iterations=2", "--set", "stages.2.solver.iterations=2"]) == 0
+    r = np.load(out / "result.npz")
+    assert r["hypothesis_yaw_deg"].shape == (3,) and r["swap_upper"].dtype == bool
+    assert set(r["hypothesis_yaw_deg"].tolist()) <= {0.0, 90.0, 180.0, 270.0}
+    assert r["hypothesis_energies"].shape[0] == 3 and np.isfinite(r["hypothesis_energies"]).any()

@@ -12,7 +12,7 @@ import torch
 from fitkit.body import load_body_model
 from fitkit.camera import project
 from fitkit.eval.quality import quality_settings
-from fitkit.fitting.engine import fit
+from fitkit.fitting.hypotheses import fit_with_hypotheses, hypotheses_arrays
 from fitkit.fitting.recipe import load_recipe
 from fitkit.io.keypoint_readers import read_keypoints
 from fitkit.io.mesh import write_obj
@@ -92,6 +92,9 @@ def run(args) -> dict:
     elif getattr(args, "view", None):
         raise FitkitError("--view names a view of a --camera file; give --camera too")
     if getattr(args, "flow", None):
+        from fitkit.fitting.video_recipe import with_flow
+
+        recipe = with_flow(recipe)  # flow terms a recipe lists at weight 0 (video.yaml) are switched on
         obs = _attach_flow(obs, args.flow, recipe)
     N = len(obs)
     overlay_selection(args, obs)  # a bad --overlays FRAMES fails before any fitting
@@ -252,10 +255,13 @@ def _load_chunk(path: Path, stamp: str, frame_ids: list[str]) -> dict | None:
 def _fit_chunk(model, obs, idx, init, recipe, device, progress, args) -> dict:
     sub = obs.subset(torch.as_tensor(idx))
     sub_init = None if init is None else {k: v[idx] for k, v in init.items()}
-    res = fit(model, sub, recipe, sub_init, device=device, progress=progress.stage,
-              init_source=str(args.init or "default init"))
+    res = fit_with_hypotheses(model, sub, recipe, sub_init, device=device, progress=progress.stage,
+                              init_source=str(args.init or "default init"))
     arrays = result_arrays(model, sub, recipe, res)
     arrays.pop("frame_ids")  # the chunk file and result.npz add them
+    chosen = hypotheses_arrays(res)  # facing / left-right choices of a recipe with a hypotheses: section
+    chosen.pop("hypothesis_names", None)  # not per frame: result.npz records them once
+    arrays.update(chosen)
     return arrays
 
 
