@@ -728,9 +728,10 @@ class CNFPosePrior(Term):
             frame (context ``'features'`` only).
         flow: an in-memory :class:`ConditionalPoseFlow` instead of a file.
 
-    The flow (context embedding included) is evaluated on fixed blocks of
-    rows (:func:`fitkit.priors.row_blocks.in_row_blocks`), so that a frame's
-    result does not depend on the other frames of its batch.
+    The flow (context embedding included) is evaluated on the batch padded to
+    whole blocks of 32 rows, its products multiplied block by block
+    (:mod:`fitkit.priors.row_blocks`), so that a frame's result does not
+    depend on the other frames of its batch.
     """
 
     kind = "prior"

@@ -581,9 +581,9 @@ class VPoserPrior(Term):
     Joints after 21 (SMPL's hands) are not constrained; in latent mode they
     keep their initial values.
 
-    The network is evaluated on fixed blocks of rows
-    (:func:`fitkit.priors.row_blocks.in_row_blocks`), so that a frame's
-    result does not depend on the other frames of its batch.
+    The network is evaluated on the batch padded to whole blocks of 32 rows,
+    its products multiplied block by block (:mod:`fitkit.priors.row_blocks`),
+    so that a frame's result does not depend on the other frames of its batch.
 
     Args:
         path: weights file (see :func:`load_vposer`); default
