@@ -441,7 +441,7 @@ def _recipe(prior: dict, solver: dict) -> dict:
 def test_engine_fits_with_the_flow_prior(body, keypoint_flow, mode, solver):
     ex = make_keypoint_example(body, 4, seed=0)
     prior = {"mode": mode, "flow": keypoint_flow}
-    start = fit(body, ex.observations, recipe_from_dict(_recipe(prior, {"type": "adam", "lr": 0.0, "iterations": 1})),
+    start = fit(body, ex.observations, recipe_from_dict(_recipe(prior, {"type": "adam", "iterations": 0})),
                 ex.init)
     res = fit(body, ex.observations, recipe_from_dict(_recipe(prior, solver)), ex.init)
     assert not res.nan.any()
