@@ -136,6 +136,10 @@ def main() -> None:
                     e2d = float(np.linalg.norm(uv - kp[..., :2], axis=-1)[used].mean())
                 m = scores(pred[ok], ref_cam[ok], frames[ok], limbs)
                 m.update(person=person, view=view, recipe=spec, frames=int(ok.sum()), err2d_px=e2d, seconds=secs)
+                h = None if name == "mediapipe" else res.info.get("hypotheses")
+                if h is not None:  # which starts won, and how many frames got swapped labels
+                    m.update(starts=sorted({h["names"][i] for i in np.asarray(h["yaw_index"])}),
+                             swapped_upper=int(np.sum(h["swap_upper"])), swapped_lower=int(np.sum(h["swap_lower"])))
                 rows.append(m)
                 print(f"{person} {view} {spec:12s} n={m['frames']:3d}  PA {m['pa_mpjpe']:6.1f}  hip-MPJPE "
                       f"{m['mpjpe_hip']:6.1f}  accel {m['accel']:5.1f}  facing {m['facing_deg']:5.1f}/"
