@@ -89,8 +89,12 @@ def result_arrays(model, observations: Observations, recipe: Recipe, result: Fit
         - ``energy_<term>`` (N,) and ``energy_total`` (N,): weighted energies at the end;
         - ``err2d_px`` (N,) mean distance in pixels between the fitted body's projected
           keypoints and the observed ones with confidence > 0 (NaN without any);
-        - quality flags (:mod:`fitkit.eval.quality`): ``reproj_err_crop_px`` (N,) and bool
-          ``quality_reprojection_ok``, ``quality_prior_ok``, ``quality_ok``;
+        - quality flags (:mod:`fitkit.eval.quality`): the raw numbers (N,) ``reproj_err_crop_px``,
+          ``keypoints3d_err_mm``, ``joint_speed_mm``, ``joint_accel_mm``, ``facing_change_deg``,
+          ``swap_margin`` and bool ``quality_reprojection_ok``, ``quality_prior_ok``,
+          ``quality_3d_ok``, ``quality_motion_ok``, ``quality_facing_ok``, ``quality_swap_ok``,
+          ``quality_ok`` (the motion and facing checks see the tracks of these N frames only:
+          :func:`fitkit.eval.quality.track_quality` redoes them on assembled batches);
         - ``frame_ids`` (N,) str.
     """
     n = len(observations)
@@ -107,8 +111,17 @@ def result_arrays(model, observations: Observations, recipe: Recipe, result: Fit
         observed = observations.keypoints.to(kp2d)
         arrays["err2d_px"] = err2d(kp2d, observed).cpu().numpy()
     energies = {k: v.detach().cpu().numpy() for k, v in result.energies.items()}
+    from fitkit.body.keypoint_formats import get_format
+    from fitkit.fitting.hypotheses import hypotheses_arrays
+
+    k3 = observations.keypoints3d
     arrays.update(quality_flags(observed.cpu().numpy(), kp2d.cpu().numpy(), energies,
-                                arrays["no_evidence"], arrays["nan"], settings))
+                                arrays["no_evidence"], arrays["nan"], settings,
+                                fitted_3d=kp.double().cpu().numpy(),
+                                keypoint_names=get_format(observations.keypoint_format).names,
+                                keypoints3d=None if k3 is None else k3.double().cpu().numpy(),
+                                track_ids=observations.track_ids, frame_numbers=observations.frame_numbers,
+                                swap_energies=hypotheses_arrays(result).get("swap_energies")))
     arrays["stage_seconds"] = np.tile(np.asarray(result.stage_seconds, dtype=np.float64)[None], (n, 1))
     arrays["frame_ids"] = np.array(observations.frame_ids, dtype=str)
     return arrays

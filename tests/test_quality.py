@@ -37,9 +37,9 @@ def test_reprojection_error_in_crop_pixels_and_thresholds():
 
 
 def test_bad_quality_settings_name_the_key():
-    with pytest.raises(FitkitError, match=r"quality: unknown key\(s\) \['max_err'\]"):
-        quality_settings({"max_err": 3})
-    with pytest.raises(FitkitError, match="max_reproj_crop_px must be a positive number"):
+    with pytest.raises(FitkitError, match=r"r.yaml: quality: unknown key\(s\) \['max_err'\]"):
+        quality_settings({"max_err": 3}, "r.yaml")
+    with pytest.raises(FitkitError, match=r"quality.max_reproj_crop_px: expected a finite number > 0"):
         quality_settings({"max_reproj_crop_px": -1})
     observed, fitted = _case()
     with pytest.raises(FitkitError, match="names 'pose', which is not a term"):

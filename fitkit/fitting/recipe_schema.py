@@ -36,7 +36,7 @@ from typing import Any, Mapping
 from fitkit.errors import FitkitError
 
 __all__ = ["RecipeError", "Rule", "SOLVER_RULES", "COMMON_SOLVER_RULES", "number", "check_weight",
-           "check_hypotheses", "HYPOTHESES_DEFAULTS",
+           "check_hypotheses", "HYPOTHESES_DEFAULTS", "check_quality", "QUALITY_RULES",
            "check_solver", "check_term_options", "term_option_rule"]
 
 
@@ -353,4 +353,42 @@ def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
         out["swap"] = swap if (swap["upper"] or swap["lower"]) else False
     else:
         raise RecipeError(f"{where}.swap: expected a mapping ({sorted(_SWAP_DEFAULTS)}) or false, got {swap!r}")
+    return out
+
+
+# ---------------------------------------------------------------- quality
+
+#: Rules of a recipe's ``quality:`` thresholds (:mod:`fitkit.eval.quality` has the defaults
+#: and the meaning; null turns a check off). ``max_energy`` maps term keys to numbers.
+QUALITY_RULES: dict[str, Rule] = {"max_reproj_crop_px": Rule(lo=0.0, lo_open=True),
+                                  "max_keypoints3d_mm": Rule(lo=0.0, none_ok=True),
+                                  "max_joint_speed_mm": Rule(lo=0.0, none_ok=True),
+                                  "max_joint_accel_mm": Rule(lo=0.0, none_ok=True),
+                                  "max_facing_change_deg": Rule(lo=0.0, none_ok=True),
+                                  "min_swap_margin": Rule(lo=0.0, none_ok=True)}
+
+
+def check_quality(spec: Any, where: str) -> dict:
+    """A recipe's ``quality:`` section checked (the keys it gives, as numbers; no defaults added).
+
+    ``where``: ``"<file>: quality"``. Unknown keys, non-numbers and out-of-range values
+    raise :class:`RecipeError` naming the key.
+    """
+    if spec is None:
+        return {}
+    known = sorted([*QUALITY_RULES, "max_energy"])
+    if not isinstance(spec, Mapping):
+        raise RecipeError(f"{where}: expected a mapping with keys {known}, got {spec!r}")
+    unknown = sorted(set(spec) - set(known))
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {unknown}; known: {known}")
+    out = {}
+    for key, value in spec.items():
+        if key == "max_energy":
+            if not isinstance(value, Mapping):
+                raise RecipeError(f"{where}.max_energy: expected a mapping term key -> threshold, got {value!r}")
+            out[key] = {str(k): float(Rule().check(v, f"{where}.max_energy.{k}")) for k, v in value.items()}
+        else:
+            v = QUALITY_RULES[key].check(value, f"{where}.{key}")
+            out[key] = None if v is None else float(v)
     return out
