@@ -11,7 +11,7 @@ import torch
 
 from fitkit.body.model import BodyModel, BodyOutput, EvalPlan
 
-MODEL_TYPES = ("open", "smpl")
+MODEL_TYPES = ("open", "open_real", "smpl")
 GENDERS = ("neutral", "male", "female")
 
 
@@ -21,7 +21,9 @@ def load_body_model(model_type: str = "open", gender: str = "neutral", *, model_
     """Load a SMPL-format body model.
 
     Args:
-        model_type: ``"open"`` (embedded, no licence needed) or ``"smpl"`` (official
+        model_type: ``"open"`` (embedded, no licence needed), ``"open_real"`` (the open
+            body whose ``blazepose33`` points are the ones calibrated on real MediaPipe
+            detections, docs/open_body.md; the model is still named ``"open"``) or ``"smpl"`` (official
             files from ``model_dir`` or the ``FITKIT_MODELS`` environment variable, in
             smplx's folder layout; see docs/model_files.md).
         gender: ``"neutral"``, ``"male"`` or ``"female"``. The open body is one
@@ -34,7 +36,7 @@ def load_body_model(model_type: str = "open", gender: str = "neutral", *, model_
                          " (SMPL-H/SMPL-X: fitkit.body.model_files.create_smplx_module)")
     if gender not in GENDERS:
         raise ValueError(f"gender must be one of {GENDERS}, got {gender!r}")
-    if model_type == "open":
+    if model_type in ("open", "open_real"):
         from fitkit.body.open_body import open_body_arrays, open_body_keypoint_sets
 
         if gender != "neutral":
@@ -42,8 +44,11 @@ def load_body_model(model_type: str = "open", gender: str = "neutral", *, model_
                 f"gender={gender!r}: the open body is gender-neutral; move betas along "
                 "open_body_arrays()['gender_direction'] for a male (-) or female (+) body"
             )
-        model = BodyModel(open_body_arrays(), num_betas=num_betas, keypoint_sets=open_body_keypoint_sets(),
+        blazepose = "blazepose33_real" if model_type == "open_real" else "blazepose33"
+        model = BodyModel(open_body_arrays(), num_betas=num_betas,
+                          keypoint_sets=open_body_keypoint_sets(blazepose=blazepose),
                           name="open", gender=gender, dtype=dtype)
+        model.blazepose_definition = blazepose
     else:
         from fitkit.body.model_files import find_model_file, load_model_arrays
         from fitkit.body.smpl_keypoints import SMPL_NUM_VERTICES, smpl_keypoint_sets

@@ -68,3 +68,80 @@ class KeypointSet:
             joint_weights=np.asarray(joint_weights, dtype=np.float32),
             approximate=tuple(approximate),
         )
+
+
+def rigid_offset_weights(v_template: np.ndarray, skin_weights: np.ndarray, joint: int,
+                         offset: np.ndarray, *, min_weight: float = 0.9,
+                         max_vertices: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """A zero-sum vertex combination that equals ``offset`` at rest and turns with ``joint``.
+
+    The vertices are those skinned to ``joint`` with weight >= ``min_weight``
+    (the ``max_vertices`` heaviest). Weights ``a`` with ``sum a = 0`` and
+    ``sum a_i v_i = offset`` (rest pose, zero betas; the minimum-norm
+    solution) give, on a posed body, ``sum a_i x_i ~= G_joint @ offset``: the
+    blend is free of translation, and each vertex moves (nearly) rigidly with
+    the joint, so the offset keeps its direction in the joint's own frame.
+    With other betas the offset changes with the part's shape (it is spanned
+    by the part's own vertices).
+
+    Args:
+        v_template: (V, 3) rest vertices, meters.
+        skin_weights: (V, J) linear blend skinning weights.
+        joint: the joint index whose frame carries the offset.
+        offset: (3,) meters, in the joint's frame at the zero pose (the model's axes).
+    Returns:
+        vertex_ids (M,) int64 and weights (M,) float64.
+    """
+    w = np.asarray(skin_weights)[:, joint]
+    ids = np.flatnonzero(w >= min_weight)
+    if ids.size < 4:
+        raise ValueError(f"joint {joint}: only {ids.size} vertices have skinning weight >= {min_weight}; "
+                         "cannot attach an offset to it")
+    ids = ids[np.argsort(-w[ids], kind="stable")[:max_vertices]]
+    ids.sort()
+    v = np.asarray(v_template, dtype=np.float64)[ids]
+    A = np.vstack([np.ones(ids.size), v.T])                                # (4, M)
+    b = np.concatenate([[0.0], np.asarray(offset, dtype=np.float64)])
+    a = A.T @ np.linalg.solve(A @ A.T, b)
+    return ids.astype(np.int64), a
+
+
+def with_local_offsets(kps: KeypointSet, offsets: np.ndarray, joints: np.ndarray, v_template: np.ndarray,
+                       skin_weights: np.ndarray, *, name: str, min_weight: float = 0.9) -> KeypointSet:
+    """A copy of ``kps`` whose point k is moved by ``offsets[k]`` in the frame of joint ``joints[k]``.
+
+    Each offset becomes a zero-sum vertex combination (:func:`rigid_offset_weights`)
+    added to the point's vertex weights, so the new set runs through the same
+    machinery (BodyModel, PointRig) as any other. At the zero pose and zero
+    betas, new point k = old point k + offsets[k] exactly.
+
+    Args:
+        kps: the set to correct.
+        offsets: (K, 3) meters, in the zero-pose axes of each point's joint
+            (a zero row leaves the point as it is).
+        joints: (K,) joint index per point.
+        v_template, skin_weights: the model's (V, 3) rest vertices and (V, J) weights.
+        name: the new set's name.
+    """
+    offsets = np.asarray(offsets, dtype=np.float64)
+    K = kps.num_keypoints
+    if offsets.shape != (K, 3) or np.asarray(joints).shape != (K,):
+        raise ValueError(f"keypoint set {kps.name!r}: offsets must be ({K}, 3) and joints ({K},), "
+                         f"got {offsets.shape} and {np.asarray(joints).shape}")
+    dense = {}
+    for k in range(K):
+        for i, wt in zip(kps.vertex_ids, kps.vertex_weights[k]):
+            if wt != 0:
+                dense[(k, int(i))] = dense.get((k, int(i)), 0.0) + float(wt)
+        if np.any(offsets[k] != 0):
+            ids, a = rigid_offset_weights(v_template, skin_weights, int(joints[k]), offsets[k],
+                                          min_weight=min_weight)
+            for i, wt in zip(ids, a):
+                dense[(k, int(i))] = dense.get((k, int(i)), 0.0) + float(wt)
+    used = np.array(sorted({i for _, i in dense}), dtype=np.int64)
+    col = {int(i): c for c, i in enumerate(used)}
+    weights = np.zeros((K, used.size))
+    for (k, i), wt in dense.items():
+        weights[k, col[i]] = wt
+    return KeypointSet(name=name, names=kps.names, vertex_ids=used, vertex_weights=weights.astype(np.float32),
+                       joint_weights=np.array(kps.joint_weights, dtype=np.float32), approximate=kps.approximate)

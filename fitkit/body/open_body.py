@@ -16,6 +16,9 @@ from fitkit.body.keypoint_sets import KeypointSet
 from fitkit.errors import ModelFileError
 
 OPEN_BODY_PATH = Path(__file__).resolve().parents[1] / "assets" / "open_body" / "open_body.npz"
+# blazepose33 moved towards real MediaPipe detections (tools/calibrate_keypoints.py, docs/open_body.md)
+REAL_BLAZEPOSE_PATH = OPEN_BODY_PATH.parent / "blazepose33_real.npz"
+REAL_BLAZEPOSE = "blazepose33_real"
 
 # Keypoints whose open-body definition only approximates the format's own (docs/open_body.md).
 APPROXIMATE_KEYPOINTS = {
@@ -59,8 +62,20 @@ def open_body_arrays(path: str | Path = OPEN_BODY_PATH) -> dict[str, np.ndarray]
     return {k: v.copy() for k, v in _load(str(path)).items()}
 
 
-def open_body_keypoint_sets(path: str | Path = OPEN_BODY_PATH) -> dict[str, KeypointSet]:
-    """The open body's keypoint regressors, one KeypointSet per format in FORMATS."""
+def open_body_keypoint_sets(path: str | Path = OPEN_BODY_PATH, *,
+                            blazepose: str = "blazepose33") -> dict[str, KeypointSet]:
+    """The open body's keypoint regressors, one KeypointSet per format in FORMATS.
+
+    Args:
+        path: the open body asset.
+        blazepose: which definition the format ``blazepose33`` uses:
+            ``"blazepose33"`` (the rule-based one, the default: the synthetic
+            data and SMPLR's training use it) or ``"blazepose33_real"`` (moved
+            towards real MediaPipe detections, docs/open_body.md). The real
+            one is also always listed under its own name ``blazepose33_real``.
+    """
+    if blazepose not in ("blazepose33", REAL_BLAZEPOSE):
+        raise ValueError(f"blazepose: expected 'blazepose33' or {REAL_BLAZEPOSE!r}, got {blazepose!r}")
     arrays = _load(str(path))
     sets = {}
     for name, fmt in FORMATS.items():
@@ -70,7 +85,46 @@ def open_body_keypoint_sets(path: str | Path = OPEN_BODY_PATH) -> dict[str, Keyp
             joint_weights=np.zeros((len(fmt.names), 24), np.float32),
             approximate=APPROXIMATE_KEYPOINTS[name],
         )
+    if REAL_BLAZEPOSE_PATH.exists():
+        sets[REAL_BLAZEPOSE] = real_blazepose_set()
+        if blazepose == REAL_BLAZEPOSE:
+            sets["blazepose33"] = real_blazepose_set(name="blazepose33")
+    elif blazepose == REAL_BLAZEPOSE:
+        raise ModelFileError(f"{REAL_BLAZEPOSE_PATH}: missing; rebuild it with tools/calibrate_keypoints.py")
     return sets
+
+
+@lru_cache(maxsize=4)
+def _load_real(path: str) -> dict[str, np.ndarray]:
+    keys = ("names", "vertex_ids", "vertex_weights", "offsets", "joints", "corrected", "provenance")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise ModelFileError(f"{path}: cannot read the calibrated keypoint asset ({exc})") from None
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise ModelFileError(f"{path}: calibrated keypoint asset lacks the arrays {missing}")
+    if tuple(str(n) for n in arrays["names"]) != FORMATS["blazepose33"].names:
+        raise ModelFileError(f"{path}: field 'names' is not the blazepose33 order")
+    return arrays
+
+
+def real_blazepose_offsets(path: str | Path = REAL_BLAZEPOSE_PATH) -> dict[str, np.ndarray]:
+    """The calibration behind ``blazepose33_real``: ``offsets`` (33, 3) meters in the
+    zero-pose axes of each point's joint ``joints`` (33,), ``corrected`` (33,) bool,
+    ``provenance`` (str)."""
+    a = _load_real(str(path))
+    return {k: a[k].copy() for k in ("offsets", "joints", "corrected", "provenance")}
+
+
+def real_blazepose_set(path: str | Path = REAL_BLAZEPOSE_PATH, *, name: str = REAL_BLAZEPOSE) -> KeypointSet:
+    """The blazepose33 points moved towards real detections (tools/calibrate_keypoints.py)."""
+    a = _load_real(str(path))
+    names = FORMATS["blazepose33"].names
+    return KeypointSet(name=name, names=names, vertex_ids=a["vertex_ids"], vertex_weights=a["vertex_weights"],
+                       joint_weights=np.zeros((len(names), 24), np.float32),
+                       approximate=APPROXIMATE_KEYPOINTS["blazepose33"])
 
 
 def smplx_data_struct(path: str | Path = OPEN_BODY_PATH, num_pose_basis: int = 207):
