@@ -44,7 +44,8 @@ the raw numbers and one boolean flag per check:
   rollback.
 
 Neighbours along a track are the rows of the same ``track_ids`` whose
-``frame_numbers`` differ by one (``fitkit.fitting.sequence.split_segments``);
+``frame_numbers`` differ by one (``fitkit.fitting.sequence.split_segments``;
+observations with neither are independent images, without neighbours);
 a frame without a neighbour has NaN motion and facing numbers and passes
 those checks. A check whose threshold is null is off (its flag is all True).
 When a fit is run in batches that cut tracks, recompute the track checks on
@@ -139,8 +140,11 @@ def track_neighbours(track_ids: Sequence[str] | None, frame_numbers: Sequence[in
 
     Rows are neighbours when they share a track id and their frame numbers differ by
     one (without frame numbers, a track's rows in order are consecutive frames, as in
-    :meth:`fitkit.io.observations.Observations.time_indices`).
+    :meth:`fitkit.io.observations.Observations.time_indices`). Without track ids *and*
+    frame numbers the rows are taken as independent images: no neighbours.
     """
+    if track_ids is None and frame_numbers is None:
+        return np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
     tracks = list(track_ids) if track_ids is not None else [""] * n
     if frame_numbers is None:
         seen: dict[str, int] = {}
