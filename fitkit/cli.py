@@ -33,6 +33,7 @@ PRIOR_CHOICES = ("none", "gmm", "vposer", "cnf")  # fitkit.priors.presets.PRIOR_
 KEYPOINT_FORMATS = ("body25", "coco25", "blazepose33")  # fitkit.body.keypoint_formats.FORMATS
 IMPORT_LAYOUTS = ("auto", "hmr", "cliff")  # fitkit.io.regressors.LAYOUTS
 MESH_AXES = ("opencv", "yup")  # fitkit.io.mesh.AXES
+MODEL_CHOICES = ("open", "open_real", "smpl")  # fitkit.body.MODEL_TYPES
 DEMO_CLIPS = ("punch", "run", "spin", "dance_b", "turn_left1")  # fitkit.eval.video.video_clips()
 
 IMPLEMENTATIONS = {
@@ -157,7 +158,9 @@ def _add_fit_parser(sub, parents) -> None:
     p.add_argument("--prior", choices=PRIOR_CHOICES,
                    help="replace the recipe's pose prior (terms.pose) by fitkit's open gmm, vposer or cnf, "
                         "or remove it (none); applied before --set")
-    p.add_argument("--model", choices=["open", "smpl"], help="body model (default: the recipe's, else open)")
+    p.add_argument("--model", choices=MODEL_CHOICES,
+                   help="body model (default: the recipe's, else open; open_real: the open body with BlazePose "
+                        "points calibrated on real detections, docs/open_body.md)")
     p.add_argument("--gender", choices=["neutral", "male", "female"], help="body model gender")
     p.add_argument("--model-dir", help="folder with licensed model files (default: $FITKIT_MODELS)")
     p.add_argument("--keypoint-format", choices=KEYPOINT_FORMATS, help="format of a .npy keypoint array")

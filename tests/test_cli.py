@@ -81,6 +81,9 @@ def test_literal_choices_match_the_library():
     assert set(cli.KEYPOINT_FORMATS) == set(FORMATS)
     assert tuple(cli.IMPORT_LAYOUTS) == tuple(LAYOUTS)
     assert tuple(cli.MESH_AXES) == tuple(AXES)
+    from fitkit.body import MODEL_TYPES
+
+    assert tuple(cli.MODEL_CHOICES) == tuple(MODEL_TYPES)
     assert set(cli.DEMO_CLIPS) == set(video_clips())
 
 
