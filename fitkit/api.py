@@ -90,9 +90,9 @@ def result_arrays(model, observations: Observations, recipe: Recipe, result: Fit
         - ``err2d_px`` (N,) mean distance in pixels between the fitted body's projected
           keypoints and the observed ones with confidence > 0 (NaN without any);
         - quality flags (:mod:`fitkit.eval.quality`): the raw numbers (N,) ``reproj_err_crop_px``,
-          ``keypoints3d_err_mm``, ``joint_speed_mm``, ``joint_accel_mm``, ``facing_change_deg``,
-          ``swap_margin`` and bool ``quality_reprojection_ok``, ``quality_prior_ok``,
-          ``quality_3d_ok``, ``quality_motion_ok``, ``quality_facing_ok``, ``quality_swap_ok``,
+          ``quality_keypoints3d_err_mm``, ``quality_joint_speed_mm``, ``quality_joint_accel_mm``,
+          ``quality_facing_change_deg``, ``quality_swap_margin`` and bool ``quality_reprojection_ok``,
+          ``quality_prior_ok``, ``quality_3d_ok``, ``quality_motion_ok``, ``quality_facing_ok``, ``quality_swap_ok``,
           ``quality_ok`` (the motion and facing checks see the tracks of these N frames only:
           :func:`fitkit.eval.quality.track_quality` redoes them on assembled batches);
         - ``frame_ids`` (N,) str.

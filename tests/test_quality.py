@@ -101,7 +101,7 @@ def test_facing_flip_is_flagged_at_the_frames_around_it():
     fitted = np.stack([_turned(d) for d in yaw])
     flags = _flags(fitted, track_ids=["a"] * 6, frame_numbers=list(range(6)),
                    quality={"max_facing_change_deg": 30})
-    np.testing.assert_allclose(flags["facing_change_deg"], [5, 5, 120, 120, 5, 5], atol=1e-9)
+    np.testing.assert_allclose(flags["quality_facing_change_deg"], [5, 5, 120, 120, 5, 5], atol=1e-9)
     assert flags["quality_facing_ok"].tolist() == [True, True, False, False, True, True]
     assert flags["quality_ok"].tolist() == flags["quality_facing_ok"].tolist()
     off = _flags(fitted, track_ids=["a"] * 6, quality={"max_facing_change_deg": None})
@@ -125,9 +125,9 @@ def test_velocity_spike_is_flagged_and_matches_a_hand_computation():
     fitted += np.arange(5)[:, None, None] * np.array([0.5, 0, 0])  # the whole body walks: root motion is ignored
     flags = _flags(fitted, track_ids=["a"] * 5, quality={"max_joint_accel_mm": 60, "max_joint_speed_mm": None})
     # root-relative: only the nose moves; speed 250 mm over 5 keypoints at frames 1-3
-    np.testing.assert_allclose(flags["joint_speed_mm"], [0, 50, 50, 50, 0], atol=1e-9)
-    np.testing.assert_allclose(flags["joint_accel_mm"][1:4], [50, 100, 50], atol=1e-9)
-    assert np.isnan(flags["joint_accel_mm"][[0, 4]]).all()  # the track's ends have no acceleration
+    np.testing.assert_allclose(flags["quality_joint_speed_mm"], [0, 50, 50, 50, 0], atol=1e-9)
+    np.testing.assert_allclose(flags["quality_joint_accel_mm"][1:4], [50, 100, 50], atol=1e-9)
+    assert np.isnan(flags["quality_joint_accel_mm"][[0, 4]]).all()  # the track's ends have no acceleration
     assert flags["quality_motion_ok"].tolist() == [True, True, False, True, True]
     fast = _flags(fitted, track_ids=["a"] * 5, quality={"max_joint_speed_mm": 40, "max_joint_accel_mm": None})
     assert fast["quality_motion_ok"].tolist() == [True, False, False, False, True]
@@ -145,7 +145,7 @@ def test_3d_disagreement_uses_the_terms_alignment():
     k3[1, 4, :3] += [0.0, 0.3, 0.0]  # frame 1: the nose disagrees by 300 mm
     k3[2, 0, 3] = 0.0  # frame 2: a hip missing: no root, no number
     flags = _flags(fitted, keypoints3d=k3, quality={"max_keypoints3d_mm": 40})
-    e = flags["keypoints3d_err_mm"]
+    e = flags["quality_keypoints3d_err_mm"]
     assert e[0] < 1e-9 and np.isnan(e[2])
     # oracle: the weighted least-squares scale found numerically, then the weighted mean distance
     m = fitted[1] - fitted[1, :2].mean(0)
@@ -188,7 +188,8 @@ def test_thresholds_come_from_the_recipe_and_are_validated():
     s = quality_settings(off.data["quality"], off.source)
     assert s["max_facing_change_deg"] is None and s["min_swap_margin"] == 0.1
     assert quality_settings(None) == QUALITY_DEFAULTS
-    for bad, match in (({"max_keypoints3d_mm": -1}, r"r.yaml: quality.max_keypoints3d_mm: expected a finite number >= 0"),
+    for bad, match in (({"max_keypoints3d_mm": -1},
+                        r"r.yaml: quality.max_keypoints3d_mm: expected a finite number >= 0"),
                        ({"max_joint_accel_mm": "fast"}, r"quality.max_joint_accel_mm: expected"),
                        ({"min_swap_margin": True}, r"quality.min_swap_margin: expected"),
                        ({"max_energy": {"pose": "x"}}, r"quality.max_energy.pose: expected"),
@@ -213,7 +214,8 @@ def test_track_quality_on_assembled_batches_equals_one_batch():
               "body_pose": rng.normal(0, 0.2, (n, 69)), "betas": np.zeros((n, 10)),
               "transl": np.tile([0, 0, 3.0], (n, 1)), "no_evidence": np.zeros(n, bool), "nan": np.zeros(n, bool)}
     fmt = get_format("blazepose33")
-    obs = Observations(keypoints=torch.ones(n, len(fmt.names), 3), keypoint_format="blazepose33", image_size=torch.full((n, 2), 1000.0),
+    obs = Observations(keypoints=torch.ones(n, len(fmt.names), 3), keypoint_format="blazepose33",
+                       image_size=torch.full((n, 2), 1000.0),
                        track_ids=["t"] * n, frame_numbers=list(range(n)))
     settings = quality_settings({"max_facing_change_deg": 20, "max_joint_accel_mm": 50})
     whole = track_quality(model, obs, arrays, settings)
@@ -224,11 +226,11 @@ def test_track_quality_on_assembled_batches_equals_one_batch():
     names = list(fmt.names)
     hips = (names.index("left_hip"), names.index("right_hip"))
     prev, nxt = track_neighbours(["t"] * n, None, n)
-    np.testing.assert_allclose(whole["facing_change_deg"], facing_numbers(kp, names, prev, nxt), atol=1e-6)
-    np.testing.assert_allclose(whole["joint_accel_mm"], motion_numbers(kp, hips, prev, nxt)[1], atol=1e-6)
+    np.testing.assert_allclose(whole["quality_facing_change_deg"], facing_numbers(kp, names, prev, nxt), atol=1e-6)
+    np.testing.assert_allclose(whole["quality_joint_accel_mm"], motion_numbers(kp, hips, prev, nxt)[1], atol=1e-6)
     # the first batch alone (frames 0-3) has no neighbour for frame 3; the assembled arrays do
     half = _flags_for_rows(kp[:4], names)
-    assert np.isnan(half["joint_accel_mm"][3]) and np.isfinite(whole["joint_accel_mm"][3])
+    assert np.isnan(half["quality_joint_accel_mm"][3]) and np.isfinite(whole["quality_joint_accel_mm"][3])
     assert whole["quality_ok"].tolist() == (whole["quality_motion_ok"] & whole["quality_facing_ok"]).tolist()
     assert not whole["quality_facing_ok"].all()  # random turns of 0.3 rad: some frames turn > 20 degrees
 

@@ -17,7 +17,7 @@ the raw numbers and one boolean flag per check:
 - ``quality_prior_ok``: every term named in ``max_energy`` has a final
   weighted energy (``energy_<key>``) at most its threshold (True when none
   is set);
-- ``keypoints3d_err_mm`` (N,): the mean distance (mm, confidence-weighted)
+- ``quality_keypoints3d_err_mm`` (N,): the mean distance (mm, confidence-weighted)
   between the fitted body's keypoints and the observations' ``keypoints3d``
   (e.g. MediaPipe's world landmarks) after the alignment of the
   ``keypoints3d`` term with ``scale: free`` (:mod:`fitkit.terms.keypoints3d`):
@@ -25,17 +25,17 @@ the raw numbers and one boolean flag per check:
   onto the fitted one by the least-squares scale; camera axes, no rotation,
   so a body facing another way than the cue counts. NaN without
   ``keypoints3d``. ``quality_3d_ok``: ``<= max_keypoints3d_mm``;
-- ``joint_speed_mm`` and ``joint_accel_mm`` (N,): the fitted body's
+- ``quality_joint_speed_mm`` and ``quality_joint_accel_mm`` (N,): the fitted body's
   root-relative keypoints, mean over keypoints of the speed (mm/frame, the
   larger of the steps to the previous and to the next frame of the track) and
   of the acceleration (mm/frame^2, ``|x[t+1] - 2 x[t] + x[t-1]|``, NaN at a
   track's ends). ``quality_motion_ok``: speed ``<= max_joint_speed_mm`` and
   acceleration ``<= max_joint_accel_mm``;
-- ``facing_change_deg`` (N,): the largest angle (degrees) between the fitted
+- ``quality_facing_change_deg`` (N,): the largest angle (degrees) between the fitted
   torso's normal (``(left_hip - right_hip) x (shoulder mid - hip mid)``) and
   the normals of the previous and next frames of the track.
   ``quality_facing_ok``: ``<= max_facing_change_deg``;
-- ``swap_margin`` (N,): with a ``hypotheses:`` section that tries left/right
+- ``quality_swap_margin`` (N,): with a ``hypotheses:`` section that tries left/right
   label swaps, ``log E2 - log E1`` of the best and second-best labellings'
   short-fit energies (``swap_energies``; inf when fewer than two were tried).
   A small margin means the labelling is unresolved. ``quality_swap_ok``:
@@ -53,9 +53,9 @@ the assembled arrays with :func:`track_quality`.
 
 Thresholds come from the recipe's optional ``quality:`` section::
 
-    quality: {max_reproj_crop_px: 10, max_energy: {pose: 300}, max_keypoints3d_mm: 44,
-              max_joint_speed_mm: null, max_joint_accel_mm: 50, max_facing_change_deg: 15,
-              min_swap_margin: 0.02}
+    quality: {max_reproj_crop_px: 10, max_energy: {pose: 300}, max_keypoints3d_mm: 48,
+              max_joint_speed_mm: null, max_joint_accel_mm: 43, max_facing_change_deg: 24,
+              min_swap_margin: 0.12}
 
 Defaults: :data:`QUALITY_DEFAULTS` (docs/quality.md: how they were set on the
 real development set, and the precision / recall measured there). Energies
@@ -76,9 +76,9 @@ __all__ = ["QUALITY_DEFAULTS", "quality_settings", "quality_flags", "keypoints3d
 
 #: Defaults of the ``quality:`` section; the numeric thresholds of the new checks
 #: were set on the real development set (docs/quality.md). null turns a check off.
-QUALITY_DEFAULTS: dict[str, Any] = {"max_reproj_crop_px": 10.0, "max_energy": {}, "max_keypoints3d_mm": 44.0,
-                                    "max_joint_speed_mm": None, "max_joint_accel_mm": 50.0,
-                                    "max_facing_change_deg": 15.0, "min_swap_margin": 0.02}
+QUALITY_DEFAULTS: dict[str, Any] = {"max_reproj_crop_px": 10.0, "max_energy": {}, "max_keypoints3d_mm": 48.0,
+                                    "max_joint_speed_mm": None, "max_joint_accel_mm": 43.0,
+                                    "max_facing_change_deg": 24.0, "min_swap_margin": 0.12}
 CROP_SIZE = 224.0
 BOX_SCALE = 1.2
 _TORSO = ("left_hip", "right_hip", "left_shoulder", "right_shoulder")
@@ -252,7 +252,7 @@ def _track_checks(fitted, names, track_ids, frame_numbers, settings) -> dict[str
     prev, nxt = track_neighbours(track_ids, frame_numbers, fitted.shape[0])
     speed, accel = motion_numbers(fitted, hips, prev, nxt)
     facing = facing_numbers(fitted, names, prev, nxt)
-    return {"joint_speed_mm": speed, "joint_accel_mm": accel, "facing_change_deg": facing,
+    return {"quality_joint_speed_mm": speed, "quality_joint_accel_mm": accel, "quality_facing_change_deg": facing,
             "quality_motion_ok": _at_most(speed, settings["max_joint_speed_mm"])
             & _at_most(accel, settings["max_joint_accel_mm"]),
             "quality_facing_ok": _at_most(facing, settings["max_facing_change_deg"])}
@@ -279,8 +279,8 @@ def quality_flags(observed: np.ndarray, fitted_2d: np.ndarray, energies: Mapping
         track_ids, frame_numbers: the observations' (None: one track, rows in order).
         swap_energies: (N, L) the labellings' energies (``hypotheses_arrays``) or None.
     Returns:
-        the raw numbers (N,) float (``reproj_err_crop_px``, ``keypoints3d_err_mm``,
-        ``joint_speed_mm``, ``joint_accel_mm``, ``facing_change_deg``, ``swap_margin``)
+        the raw numbers (N,) float (``reproj_err_crop_px``, ``quality_keypoints3d_err_mm``,
+        ``quality_joint_speed_mm``, ``quality_joint_accel_mm``, ``quality_facing_change_deg``, ``quality_swap_margin``)
         and the bool flags ``quality_*_ok`` and ``quality_ok``.
     """
     conf = observed[..., 2] > 0
@@ -305,11 +305,11 @@ def quality_flags(observed: np.ndarray, fitted_2d: np.ndarray, energies: Mapping
     if fitted_3d is not None and "left_hip" in names and "right_hip" in names:
         hips = (names.index("left_hip"), names.index("right_hip"))
         e3d = keypoints3d_error_mm(fitted_3d, keypoints3d, hips)
-        out["keypoints3d_err_mm"] = e3d
+        out["quality_keypoints3d_err_mm"] = e3d
         out["quality_3d_ok"] = _at_most(e3d, settings["max_keypoints3d_mm"])
         out.update(_track_checks(fitted_3d, names, track_ids, frame_numbers, settings))
     margin = swap_margin(swap_energies, len(err))
-    out["swap_margin"] = margin
+    out["quality_swap_margin"] = margin
     limit = settings["min_swap_margin"]
     out["quality_swap_ok"] = np.ones(len(err), bool) if limit is None else ~(margin < limit)
     out["quality_ok"] = combine_flags(out, no_evidence, nan)
@@ -329,7 +329,7 @@ def track_quality(model, observations, arrays: Mapping[str, np.ndarray],
             :func:`quality_flags`).
         settings: :func:`quality_settings` output.
     Returns:
-        ``joint_speed_mm``, ``joint_accel_mm``, ``facing_change_deg``,
+        ``quality_joint_speed_mm``, ``quality_joint_accel_mm``, ``quality_facing_change_deg``,
         ``quality_motion_ok``, ``quality_facing_ok`` and ``quality_ok`` to update
         ``arrays`` with (empty when the format has no hips).
     """

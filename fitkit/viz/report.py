@@ -170,7 +170,8 @@ def flag_columns(folder: FitFolder) -> list[tuple[str, np.ndarray]]:
     """(name, (N,) bool) of the flags a result holds: quality_ok, the other quality_*
     flags, converged, no_evidence, nan, transl_from_torso, in that order."""
     res = folder.result
-    names = ["quality_ok"] + sorted(k for k in res if k.startswith("quality_") and k != "quality_ok")
+    names = ["quality_ok"] + sorted(k for k in res if k.startswith("quality_") and k.endswith("_ok")
+                                    and k != "quality_ok")  # quality_<number>_mm etc. are the raw numbers
     names += ["converged", "no_evidence", "nan", "transl_from_torso"]
     return [(k, np.asarray(res[k], dtype=bool).reshape(-1)) for k in names
             if k in res and np.asarray(res[k]).shape[:1] == (len(folder),)]
