@@ -162,3 +162,65 @@ def test_recipe_options_are_checked():
         recipe_from_dict(dict(base, terms={"k3": {"type": "keypoints3d", "only": ["nose"]}}))
     with pytest.raises(ValueError, match="scale"):
         Keypoints3D(scale="auto")
+
+
+def _rot_y(deg):
+    a = torch.tensor(deg * 3.141592653589793 / 180, dtype=F64)
+    c, s = torch.cos(a), torch.sin(a)
+    return torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=F64)
+
+
+def _turned(obs, R):
+    return dataclasses.replace(obs, keypoints3d=torch.cat([obs.keypoints3d[..., :3] @ R.T,
+                                                           obs.keypoints3d[..., 3:]], -1))
+
+
+def test_rotation_modes_ignore_the_observed_facing(model):
+    ex, obs = _example(model, n=3)
+    ry = _rot_y(70.0)
+    tilt = torch.linalg.matrix_exp(torch.tensor([[0, -0.3, 0.2], [0.3, 0, -0.5], [-0.2, 0.5, 0]], dtype=F64))
+    res = {}
+    for mode in ("camera", "yaw", "kabsch"):
+        for name, o in (("plain", obs), ("yaw", _turned(obs, ry)), ("tilt", _turned(obs, tilt))):
+            term = Keypoints3D(sigma=0.1, scale="free", rotation=mode)
+            cam, params = _setup(term, model, o, ex.init)
+            res[mode, name] = term.residuals(_batch(model, params, cam))
+    # yaw: a turn about the vertical axis is aligned away, a tilt is not; kabsch: any rotation
+    torch.testing.assert_close(res["yaw", "plain"], res["yaw", "yaw"], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(res["kabsch", "plain"], res["kabsch", "tilt"], rtol=1e-7, atol=1e-9)
+    assert float((res["yaw", "plain"] - res["yaw", "tilt"]).abs().max()) > 1e-3
+    assert float((res["camera", "plain"] - res["camera", "yaw"]).abs().max()) > 1e-3
+    # at the truth, observations turned about y leave no residual in yaw mode
+    term = Keypoints3D(sigma=None, scale="free", rotation="yaw")
+    o = _turned(obs, ry)
+    cam, params = _setup(term, model, o, ex.gt)
+    assert float(term.residuals(_batch(model, {k: ex.gt[k] for k in params}, cam)).abs().max()) < 1e-9
+
+
+def test_yaw_angle_is_the_least_squares_optimum():
+    from fitkit.terms.keypoints3d import optimal_yaw
+    g = torch.Generator().manual_seed(1)
+    m = torch.randn(2, 12, 3, generator=g, dtype=F64)
+    o = torch.randn(2, 12, 3, generator=g, dtype=F64)
+    w = torch.rand(2, 12, generator=g, dtype=F64)
+    best = optimal_yaw(m, o, w)
+    cost = lambda x: (w * ((m - x) ** 2).sum(-1)).sum(-1)
+    # against a brute-force search over angles (an independent oracle)
+    grid = torch.stack([cost(o @ _rot_y(a).T) for a in torch.arange(0, 360, 0.05).tolist()])
+    assert bool((cost(best) <= grid.min(0).values + 1e-9).all())
+    assert bool((cost(best) >= grid.min(0).values - 1e-3).all())
+
+
+def test_yaw_mode_gradient_matches_finite_differences(model):
+    ex, obs = _example(model, n=2)
+    term = Keypoints3D(sigma=0.1, scale="free", rotation="yaw")
+    cam, params = _setup(term, model, _turned(obs, _rot_y(40.0)), ex.init)
+    base = {k: v.clone() for k, v in params.items()}
+
+    def energy(go, bp):
+        return term.energy(_batch(model, dict(base, global_orient=go, body_pose=bp), cam)).sum()
+
+    args = tuple(base[k].clone().requires_grad_(True) for k in ("global_orient", "body_pose"))
+    assert torch.autograd.gradcheck(energy, args, eps=1e-6, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="rotation"):
+        Keypoints3D(rotation="roll")

@@ -42,10 +42,26 @@ Scaling the observation onto the model keeps the residuals in the model's
 meters; the energy ``|m|^2 (1 - cos^2)`` then slightly favours a smaller
 body, a weak pull that the shape prior outweighs.
 
-The global rotation is *not* free: the residuals are measured in camera
-axes, so the term also pulls the body's facing (its rotation about the
-vertical axis) towards the detector's. There is no option to ignore that
-rotation; a fit that must not trust the detector's facing lowers the weight.
+``rotation`` says how much of the observed skeleton's orientation counts:
+
+- ``camera`` (default): none is removed; the residuals are measured in
+  camera axes, so the term also pulls the body's facing towards the
+  detector's.
+- ``yaw``: the observed root-relative skeleton is first turned about the
+  camera's vertical (y) axis by the angle that best aligns it with the
+  model's: with A = sum_k a_bk (m_x o_x + m_z o_z) and
+  B = sum_k a_bk (m_x o_z - m_z o_x), cos = A / r, sin = B / r,
+  r = sqrt(A^2 + B^2), and o' = (cos o_x + sin o_z, o_y, -sin o_x + cos o_z)
+  (closed form, differentiable; the least-squares optimum for any scale).
+  The detector then gives the pose's shape and its lean, not its facing,
+  which comes from the 2D keypoints and the start.
+- ``kabsch``: the full optimal rotation (Kabsch, weighted, no reflection) per
+  sample; only the pose's shape counts. The rotation is computed without a
+  gradient (for squared residuals that gradient is zero at the optimum;
+  with the robust kernel it is an approximation).
+
+The rotation is applied before the scale of ``scale: free``; for squared
+residuals the pair is the joint optimum.
 
 A keypoint is used when its 3D confidence is > ``min_confidence`` and both
 observed hips are (the root needs them). Frames without ``keypoints3d``
@@ -67,9 +83,10 @@ from fitkit.terms.base import Batch, Needs, SetupContext, Term, register_term
 from fitkit.terms.keypoints2d import _power
 from fitkit.terms.robust import geman_mcclure
 
-__all__ = ["Keypoints3D", "root_relative", "optimal_scale"]
+__all__ = ["Keypoints3D", "root_relative", "optimal_scale", "optimal_yaw", "optimal_rotation"]
 
 SCALE_MODES = ("fixed", "free")
+ROTATION_MODES = ("camera", "yaw", "kabsch")
 
 
 def _is_real(value) -> bool:
@@ -98,6 +115,36 @@ def optimal_scale(model_rel: torch.Tensor, obs_rel: torch.Tensor, weight: torch.
     return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.ones_like(den))
 
 
+def optimal_yaw(model_rel: torch.Tensor, obs_rel: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(B, K, 3) ``obs_rel`` turned about the y axis by the angle minimising
+    ``sum_k weight_k |model_rel_k - R_y obs_rel_k|^2`` (module docstring); unchanged where
+    the weighted cross terms vanish. Inputs as for :func:`optimal_scale`."""
+    mx, mz = model_rel[..., 0], model_rel[..., 2]
+    ox, oy, oz = obs_rel[..., 0], obs_rel[..., 1], obs_rel[..., 2]
+    a = (weight * (mx * ox + mz * oz)).sum(-1)
+    b = (weight * (mx * oz - mz * ox)).sum(-1)
+    r2 = a * a + b * b
+    ok = r2 > 1e-20
+    r = torch.where(ok, r2, torch.ones_like(r2)).sqrt()
+    c = torch.where(ok, a / r, torch.ones_like(a))[:, None]
+    s = torch.where(ok, b / r, torch.zeros_like(b))[:, None]
+    return torch.stack([c * ox + s * oz, oy, -s * ox + c * oz], dim=-1)
+
+
+def optimal_rotation(model_rel: torch.Tensor, obs_rel: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) the proper rotation R minimising ``sum_k weight_k |model_rel_k - R obs_rel_k|^2``
+    (weighted Kabsch), computed without gradient. Inputs as for :func:`optimal_scale`."""
+    with torch.no_grad():
+        h = torch.einsum("bk,bki,bkj->bij", weight, obs_rel, model_rel)  # sum w o m^T
+        u, _, vh = torch.linalg.svd(h)
+        v = vh.transpose(-1, -2)
+        d = torch.sign(torch.linalg.det(v @ u.transpose(-1, -2)))
+        d = torch.where(d == 0, torch.ones_like(d), d)
+        fix = torch.ones(h.shape[0], 3, dtype=h.dtype, device=h.device)
+        fix[:, 2] = d
+        return v @ torch.diag_embed(fix) @ u.transpose(-1, -2)
+
+
 @register_term("keypoints3d")
 class Keypoints3D(Term):
     """Args:
@@ -108,13 +155,15 @@ class Keypoints3D(Term):
         ignore: keypoint names given weight 0.
         weights: ``{name: weight}`` per-keypoint weights (default 1).
         min_confidence: keypoints at or below this 3D confidence are unused.
+        rotation: ``'camera'``, ``'yaw'`` or ``'kabsch'``: how much of the observed
+            orientation is aligned away first (module docstring).
     """
 
     kind = "data"
 
     def __init__(self, sigma: float | None = 0.1, scale: str = "fixed", confidence_power: float = 1.0,
                  ignore: Sequence[str] = (), weights: Mapping[str, float] | None = None,
-                 min_confidence: float = 0.0):
+                 min_confidence: float = 0.0, rotation: str = "camera"):
         if sigma is not None and not (_is_real(sigma) and 0 < sigma < math.inf):
             raise ValueError(f"keypoints3d.sigma: expected a positive number of meters or null, got {sigma!r}")
         if scale not in SCALE_MODES:
@@ -128,6 +177,9 @@ class Keypoints3D(Term):
                              f"got {weights!r}")
         if isinstance(ignore, str) or not all(isinstance(n, str) for n in ignore):
             raise ValueError(f"keypoints3d.ignore: expected a list of keypoint names, got {ignore!r}")
+        if rotation not in ROTATION_MODES:
+            raise ValueError(f"keypoints3d.rotation: expected one of {list(ROTATION_MODES)}, got {rotation!r}")
+        self.rotation = rotation
         self.sigma = None if sigma is None else float(sigma)
         self.scale = scale
         self.confidence_power = float(confidence_power)
@@ -189,14 +241,24 @@ class Keypoints3D(Term):
             return torch.ones(batch.keypoints.shape[0], dtype=batch.keypoints.dtype,
                               device=batch.keypoints.device)
         model_rel = root_relative(batch.keypoints, *self._hips)
-        return optimal_scale(model_rel, batch.rows(self._obs_rel), batch.rows(self._w))
+        w = batch.rows(self._w)
+        return optimal_scale(model_rel, self._aligned(model_rel, batch.rows(self._obs_rel), w), w)
+
+    def _aligned(self, model_rel: torch.Tensor, obs_rel: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """(B, K, 3) the observed root-relative points with the ``rotation`` mode's alignment applied."""
+        if self.rotation == "yaw":
+            return optimal_yaw(model_rel, obs_rel, w)
+        if self.rotation == "kabsch":
+            return obs_rel @ optimal_rotation(model_rel, obs_rel, w).transpose(-1, -2)
+        return obs_rel
 
     def residuals(self, batch: Batch) -> torch.Tensor:
         """(B, 3K): per keypoint, the x, y, z residual (meters before the robust kernel)."""
         model_rel = root_relative(batch.keypoints, *self._hips)
-        obs_rel = batch.rows(self._obs_rel)
+        w = batch.rows(self._w)
+        obs_rel = self._aligned(model_rel, batch.rows(self._obs_rel), w)
         if self.scale == "free":
-            s = optimal_scale(model_rel, obs_rel, batch.rows(self._w))
+            s = optimal_scale(model_rel, obs_rel, w)
             obs_rel = obs_rel * s[:, None, None]
         e = model_rel - obs_rel
         r = e if self.sigma is None else geman_mcclure(e, self.sigma)
@@ -205,4 +267,4 @@ class Keypoints3D(Term):
 
     def __repr__(self) -> str:
         return (f"Keypoints3D(sigma={self.sigma}, scale={self.scale!r}, "
-                f"confidence_power={self.confidence_power}, ignore={list(self.ignore)})")
+                f"confidence_power={self.confidence_power}, rotation={self.rotation!r}, ignore={list(self.ignore)})")
