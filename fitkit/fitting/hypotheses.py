@@ -15,7 +15,9 @@ section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
       start_margin: 0.05       # another start must lower the log energy by this much to replace the recipe's
       yaw_switch_cost: null    # null: one start per track; a number: Viterbi over frames on log(1 + energy),
                                # this cost per switch
-      swap: {upper: true, lower: true, switch_cost: 0.5, swapped_cost: 0.1, facing_cost: 0.0}   # or false
+      keep_start: null         # meters: frames whose fit disagrees more with keypoints3d than the start go back
+      swap: {upper: true, lower: true, switch_cost: 0.5, swapped_cost: 0.1, facing_cost: 0.0,
+             cue_facing_cost: 0.0}   # or false
 
 1. **Starts.** The recipe's ``init`` gives the start (its ``global_orient``
    R). Yaw hypothesis j turns the body by angle a_j about its own vertical
@@ -46,9 +48,21 @@ section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
    from one frame to the next: a swap of all labels and a body turned by 180
    degrees explain the same 2D keypoints, only continuity tells them apart);
    in log units, so the costs do not depend on the recipe's weights.
+   ``cue_facing_cost`` * (1 - cos a') / 2 does the same with the angle a'
+   between the torso normals of the two frames' relabelled ``keypoints3d``
+   (:func:`cue_facings`): the detector's own 3D torso turning round from one
+   frame to the next, which a full swap of its labels does and a person
+   rarely does in 1/60 s; steadier than the short fits' facing.
 3. **Full fit.** :func:`fitkit.fitting.engine.fit` runs the whole recipe once
    more, from the chosen start (the start, not its short fit) on the chosen
-   labelling.
+   labelling; a relabelled frame starts from the start made from its labels.
+4. **Keep the start** (``keep_start: <meters>``, null: off). Per frame, the
+   fit's and the start's disagreement with the (relabelled) ``keypoints3d``
+   after a similarity alignment (:func:`cue_disagreement`) are compared;
+   where the fit's is larger by more than that margin, the frame's
+   ``global_orient`` and ``body_pose`` go back to the start's (``info['keep_start']``,
+   (N,) bool). Refining must not take the pose away from the cue it started
+   from; the check reads only the observations.
 
 What was chosen is in ``FitResult.info['hypotheses']`` and, as the arrays
 meant for ``result.npz``, in :func:`hypotheses_arrays`. Without a
@@ -73,7 +87,7 @@ from fitkit.fitting.sequence import split_segments
 from fitkit.init import InitError, initial_params
 
 __all__ = ["fit_with_hypotheses", "hypotheses_arrays", "swap_permutations", "swap_labels", "yaw_orient",
-           "viterbi", "LABELLINGS", "LOWER_BODY_WORDS"]
+           "viterbi", "cue_facings", "cue_disagreement", "LABELLINGS", "LOWER_BODY_WORDS"]
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +206,31 @@ def _stack(obs, H: int, keep_dense: bool):
         image_paths=None if obs.image_paths is None else list(obs.image_paths) * H,
         dense={k: rep(v) for k, v in obs.dense.items()} if keep_dense and obs.dense else None)
     return dataclasses.replace(obs, **changes)
+
+
+def cue_facings(obs) -> np.ndarray:
+    """(N, 6) the observations' ``keypoints3d`` torso normals, camera axes: (left_hip - right_hip) x up
+    and (left_shoulder - right_shoulder) x up (up: shoulder mid-point - hip mid-point), each unit
+    length / sqrt(2), so the dot product of two rows is the mean cosine of the two normals; zeros where a
+    torso point is unobserved (confidence 0 or not finite) or has no extent. Swapping the lower (upper)
+    body's labels reverses the first (second); the detector's torso turning round between two frames
+    is a sign of such a swap."""
+    N = len(obs)
+    if obs.keypoints3d is None:
+        return np.zeros((N, 3))
+    names = get_format(obs.keypoint_format).names
+    k3 = obs.keypoints3d.detach().cpu().double().numpy()
+    idx = [names.index(n) for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder")]
+    pts = k3[:, idx, :3]
+    seen = np.isfinite(k3[:, idx]).all(-1).all(-1) & (k3[:, idx, 3] > 0).all(-1)
+    up = 0.5 * (pts[:, 2] + pts[:, 3]) - 0.5 * (pts[:, 0] + pts[:, 1])
+    out = []
+    for left, right in ((0, 1), (2, 3)):  # the hips' normal, the shoulders' normal
+        n = np.cross(pts[:, left] - pts[:, right], up)
+        norm = np.linalg.norm(n, axis=-1, keepdims=True)
+        ok = seen & (norm[:, 0] > 1e-9)
+        out.append(np.where(ok[:, None], n / np.where(ok[:, None], norm, 1.0), 0.0) / math.sqrt(2.0))
+    return np.concatenate(out, axis=1)
 
 
 def _short_recipe(recipe: Recipe, spec: Mapping[str, Any]) -> Recipe:
@@ -345,18 +384,22 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
                           for i in tried]
             # each labelling starts from the chosen hypothesis made from its own labels (SMPLR's
             # pose from swapped keypoints3d differs), not from the detector's labelling's start
-            chosen_l = []
-            for o in relabelled:
+            chosen_l = {}
+            for i, o in zip(tried, relabelled):
                 _, _, starts_l, _ = _starts(model, o, recipe, init, spec, device, dtype, quiet=True)
-                chosen_l.append({k: torch.stack([st[k] for st in starts_l])[rows, pick] for k in starts_l[0]})
-            swap_energies[tried], swap_facings[tried] = _relabelled_energies(model, relabelled, short, chosen_l,
-                                                                             keep_dense, device, dtype)
+                chosen_l[i] = {k: torch.stack([st[k] for st in starts_l])[rows, pick] for k in starts_l[0]}
+            swap_energies[tried], swap_facings[tried] = _relabelled_energies(
+                model, relabelled, short, [chosen_l[i] for i in tried], keep_dense, device, dtype)
             flags = np.array(LABELLINGS, dtype=np.float64)
             changes = np.abs(flags[:, None, :] - flags[None, :, :]).sum(-1)  # flags changed between labellings
             switch = float(swap["switch_cost"]) * changes
             swapped = float(swap["swapped_cost"]) * (flags.sum(1) > 0)
             # log energies: the costs are ratios, the same for any scale of the recipe's weights
             costs = np.log1p(np.maximum(swap_energies, 0.0)) + swapped[:, None]
+            cue = None
+            if swap.get("cue_facing_cost", 0.0) > 0 and obs.keypoints3d is not None:
+                cue = np.stack([cue_facings(swap_labels(obs, np.full(N, u), np.full(N, lo)))
+                                for u, lo in LABELLINGS])  # (4, N, 6)
             labelling = np.zeros(N, dtype=np.int64)
             for seg in split_segments(obs):
                 r = np.array(seg.rows)
@@ -365,9 +408,18 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
                 f = swap_facings[:, r]  # (4, T, 3)
                 cos = np.einsum("itk,jtk->tij", f[:, :-1], f[:, 1:])  # (T-1, from, to)
                 step = switch[None] + float(swap["facing_cost"]) * (1.0 - cos) / 2.0
+                if cue is not None:  # the same on the detector's own 3D torso, relabelled
+                    g = cue[:, r]
+                    cos_c = np.einsum("itk,jtk->tij", g[:, :-1], g[:, 1:])
+                    step = step + float(swap["cue_facing_cost"]) * (1.0 - cos_c) / 2.0
                 labelling[r] = viterbi(costs[:, r].T, step)
             swap_upper = flags[labelling, 0] > 0
             swap_lower = flags[labelling, 1] > 0
+            # the full fit of a relabelled frame starts from the start made from its labels
+            for i, c in chosen_l.items():
+                sel = torch.as_tensor(labelling == i, device=device)
+                if bool(sel.any()):
+                    chosen = {k: torch.where(sel[:, None], c[k], chosen[k]) for k in chosen}
             log.info("hypotheses: left/right swapped on %d frame(s) (upper body) and %d (lower body)",
                      int(swap_upper.sum()), int(swap_lower.sum()))
 
@@ -375,12 +427,62 @@ def fit_with_hypotheses(model, observations, recipe: Recipe, init: Mapping[str, 
         else observations
     final = dataclasses.replace(recipe, init={"type": "file", "transl": recipe.init.get("transl", "auto")})
     res = engine.fit(model, final_obs, final, chosen, **fit_kwargs)
+    if spec.get("keep_start") is not None:
+        kept = _keep_start(model, res, chosen, final_obs.to(device=device, dtype=dtype), float(spec["keep_start"]))
+        res.info["keep_start"] = kept
     res.info["init"] = dict(init_info, hypotheses=True)
     res.info["hypotheses"] = {
         "names": names, "yaw_deg": yaws, "energies": energies, "yaw_index": choice,
         "swap_upper": swap_upper, "swap_lower": swap_lower, "swap_energies": swap_energies,
         "settings": dict(spec)}
     return res
+
+
+def _similarity_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean distance between (K, 3) points ``a`` and ``b`` after the best similarity transform of a onto b."""
+    a0, b0 = a - a.mean(0), b - b.mean(0)
+    u, sv, vt = np.linalg.svd(a0.T @ b0)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    fix = np.array([1.0, 1.0, d])
+    r = (u * fix) @ vt
+    scale = (sv * fix).sum() / max((a0 * a0).sum(), 1e-12)
+    return float(np.linalg.norm(scale * a0 @ r - b0, axis=-1).mean())
+
+
+def cue_disagreement(model, params: Mapping[str, torch.Tensor], obs) -> np.ndarray:
+    """(N,) per frame, the mean distance (meters) between the body's keypoints and the observed
+    ``keypoints3d`` (confidence > 0) after the best similarity transform (rotation, scale,
+    translation); nan where fewer than 4 points are observed or there are no ``keypoints3d``."""
+    N = len(obs)
+    if obs.keypoints3d is None:
+        return np.full(N, np.nan)
+    with torch.no_grad():
+        out = model(params["global_orient"], params["body_pose"], params["betas"], None,
+                    keypoints=obs.keypoint_format, validate=False)
+    pts = out.keypoints.detach().cpu().double().numpy()
+    k3 = obs.keypoints3d.detach().cpu().double().numpy()
+    err = np.full(N, np.nan)
+    for n in range(N):
+        use = np.isfinite(k3[n]).all(-1) & (k3[n, :, 3] > 0)
+        if use.sum() >= 4:
+            err[n] = _similarity_error(pts[n, use], k3[n, use, :3])
+    return err
+
+
+def _keep_start(model, res, start: Mapping[str, torch.Tensor], obs, margin: float) -> np.ndarray:
+    """Where the fit's disagreement with the observed ``keypoints3d`` (:func:`cue_disagreement`) exceeds
+    the start's by more than ``margin`` meters, put the start's ``global_orient`` and ``body_pose`` back into
+    ``res.params`` (translation and shape stay the fit's). Returns the (N,) bool frames kept at the start."""
+    fit_err = cue_disagreement(model, res.params, obs)
+    start_err = cue_disagreement(model, dict(start, betas=res.params["betas"]), obs)
+    kept = np.nan_to_num(fit_err - start_err, nan=-1.0) > margin
+    if kept.any():
+        sel = torch.as_tensor(kept, device=res.params["body_pose"].device)[:, None]
+        for k in ("global_orient", "body_pose"):
+            res.params[k] = torch.where(sel, start[k].to(res.params[k]), res.params[k])
+        log.info("hypotheses: %d frame(s) kept at the start (the fit disagreed more with keypoints3d)",
+                 int(kept.sum()))
+    return kept
 
 
 def _relabelled_energies(model, parts, short, chosen, keep_dense, device, dtype) -> tuple[np.ndarray, np.ndarray]:

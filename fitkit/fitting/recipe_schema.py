@@ -303,9 +303,9 @@ def check_term_options(cls: type, options: Mapping[str, Any], where: str) -> dic
 #: Defaults of a recipe's ``hypotheses:`` section (:mod:`fitkit.fitting.hypotheses`).
 HYPOTHESES_DEFAULTS: dict[str, Any] = {"yaw": [0.0, 90.0, 180.0, 270.0], "smplr": "auto", "stages": 2,
                                        "iterations": 15, "start_margin": 0.05, "yaw_switch_cost": None,
-                                       "swap": {}}
+                                       "swap": {}, "keep_start": None}
 _SWAP_DEFAULTS: dict[str, Any] = {"upper": True, "lower": True, "switch_cost": 0.5, "swapped_cost": 0.1,
-                                  "facing_cost": 0.0}
+                                  "facing_cost": 0.0, "cue_facing_cost": 0.0}
 
 
 def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
@@ -317,7 +317,8 @@ def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
         where: ``"<file>: hypotheses"``.
     Returns:
         ``{yaw: [degrees], smplr: 'auto'|True|False, stages: int, iterations: int|None, start_margin: float,
-        yaw_switch_cost: float|None, swap: {upper, lower, switch_cost, swapped_cost, facing_cost} or False}``.
+        yaw_switch_cost: float|None, swap: {upper, lower, switch_cost, swapped_cost, facing_cost, cue_facing_cost} or
+        False}``.
     """
     if spec is None:
         return {}
@@ -337,6 +338,7 @@ def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
     out["iterations"] = Rule(integer=True, lo=1, none_ok=True).check(out["iterations"], f"{where}.iterations")
     out["yaw_switch_cost"] = Rule(lo=0.0, none_ok=True).check(out["yaw_switch_cost"], f"{where}.yaw_switch_cost")
     out["start_margin"] = float(Rule(lo=0.0).check(out["start_margin"], f"{where}.start_margin"))
+    out["keep_start"] = Rule(lo=0.0, none_ok=True).check(out["keep_start"], f"{where}.keep_start")
     swap = out["swap"]
     if swap is False or swap is None:
         out["swap"] = False
@@ -348,7 +350,7 @@ def check_hypotheses(spec: Any, num_stages: int, where: str) -> dict:
         for key in ("upper", "lower"):
             if not isinstance(swap[key], bool):
                 raise RecipeError(f"{where}.swap.{key}: expected true or false, got {swap[key]!r}")
-        for key in ("switch_cost", "swapped_cost", "facing_cost"):
+        for key in ("switch_cost", "swapped_cost", "facing_cost", "cue_facing_cost"):
             swap[key] = float(_NON_NEGATIVE.check(swap[key], f"{where}.swap.{key}"))
         out["swap"] = swap if (swap["upper"] or swap["lower"]) else False
     else:
