@@ -11,7 +11,7 @@ import torch
 
 from fitkit.body import load_body_model
 from fitkit.camera import project
-from fitkit.eval.quality import quality_settings
+from fitkit.eval.quality import quality_settings, track_quality
 from fitkit.fitting.hypotheses import fit_with_hypotheses, hypotheses_arrays
 from fitkit.fitting.recipe import load_recipe
 from fitkit.io.keypoint_readers import read_keypoints
@@ -145,6 +145,7 @@ def run(args) -> dict:
         finally:
             progress.close()
         arrays = _assemble(parts, N)
+        arrays.update(track_quality(model, obs, arrays, quality))  # motion / facing over whole tracks
         arrays["frame_ids"] = np.array(obs.frame_ids, dtype=str)
         result_path = save_result(out_dir / "result.npz", arrays, keypoint_format=obs.keypoint_format,
                                   body_model=model.name, gender=model.gender, recipe_name=recipe.name,
