@@ -52,7 +52,7 @@ def _batch(model, params, cam, index=None):
                  keypoints=out.keypoints)
 
 
-@pytest.mark.parametrize("scale,sigma", [("fixed", 0.1), ("free", 0.1), ("free", None)])
+@pytest.mark.parametrize("scale,sigma", [("fixed", 0.1), ("free", 0.1), ("free", None), ("model", 0.1)])
 def test_gradient_matches_finite_differences(model, scale, sigma):
     ex, obs = _example(model, n=2)
     term = Keypoints3D(sigma=sigma, scale=scale)
@@ -224,3 +224,22 @@ def test_yaw_mode_gradient_matches_finite_differences(model):
     assert torch.autograd.gradcheck(energy, args, eps=1e-6, atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="rotation"):
         Keypoints3D(rotation="roll")
+
+
+def test_model_scale_measures_in_the_observed_units(model):
+    """scale: model fits the model's skeleton onto the observed one: residuals scale with the
+    observations (squared loss), and a uniformly scaled observation of the truth leaves none."""
+    ex, obs = _example(model, n=3)
+    big = dataclasses.replace(obs, keypoints3d=torch.cat([obs.keypoints3d[..., :3] * 1.7,
+                                                          obs.keypoints3d[..., 3:]], -1))
+    r = []
+    for o in (obs, big):
+        term = Keypoints3D(sigma=None, scale="model")
+        cam, params = _setup(term, model, o, ex.init)
+        r.append(term.residuals(_batch(model, params, cam)))
+    torch.testing.assert_close(r[1], 1.7 * r[0], rtol=1e-9, atol=1e-12)
+    term = Keypoints3D(sigma=None, scale="model")
+    cam, params = _setup(term, model, big, ex.gt)
+    b = _batch(model, {k: ex.gt[k] for k in params}, cam)
+    assert float(term.residuals(b).abs().max()) < 1e-9
+    torch.testing.assert_close(term.sample_scale(b), torch.full((3,), 1 / 1.7, dtype=F64))

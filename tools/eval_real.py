@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from fitkit.body import load_body_model
+from fitkit.fitting.recipe import load_recipe
 from fitkit.eval.real import acceptance, evaluate, load_tracks, markdown_table, summarise
 
 
@@ -28,18 +29,20 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", "--recipes", default="mediapipe,start,video,demo")
     ap.add_argument("--participants")
     ap.add_argument("--views")
-    ap.add_argument("--frames", type=int, help="only each track's first N rows")
+    ap.add_argument("--frames", type=int, help="only N rows of each track")
+    ap.add_argument("--first-row", type=int, default=0, help="the first row of each track to use")
     ap.add_argument("--undistort", action="store_true", help="undistort the 2D keypoints with the calibration")
     ap.add_argument("--set", action="append", default=[], help="override for the video recipe (and the start)")
+    ap.add_argument("--model", help="body model (default: the video recipe's body.model)")
     ap.add_argument("--check", default="video", help="the method whose acceptance is printed")
     ap.add_argument("--json")
     ap.add_argument("--no-table", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     split = lambda s: None if not s else s.split(",")
-    tracks = load_tracks(participants=split(args.participants), views=split(args.views), max_frames=args.frames,
+    tracks = load_tracks(participants=split(args.participants), views=split(args.views), max_frames=args.frames, first_row=args.first_row,
                          undistort=args.undistort)
-    model = load_body_model("open", num_betas=10)
+    model = load_body_model(args.model or load_recipe("video", args.set).body["model"], num_betas=10)
 
     def show(r):
         a, c = r["all"], r["clean"]
@@ -54,7 +57,7 @@ def main(argv=None) -> None:
         for m, s in summarise(rows, part).items():
             print(f"  {m:14s} PA {s['pa_mpjpe']:6.1f}  hip {s['mpjpe_hip']:6.1f}  accel {s['accel']:5.1f}  "
                   f"facing {s['facing_deg']:5.1f}  2D {s['err2d_px']:5.2f}  cpu-s {s['cpu_s']:5.1f}")
-    if args.check in args.methods.split(","):
+    if {args.check, "mediapipe", "start"} <= set(args.methods.split(",")):
         for part in ("clean", "all"):
             acc = acceptance(rows, args.check, part)
             fails = {f"{p} {v}": [k for k, ok in d.items() if not ok] for (p, v), d in acc.items()}

@@ -11,8 +11,9 @@ reference moved into that view's camera frame (x_cam = R x_world + t):
 - ``accel``: mm/frame^2, the acceleration error over triples of consecutive frames;
 - ``facing_deg`` / ``facing_max_deg``: the angle between the torso normals
   (hips x (shoulders - hips)); frames where a torso point is missing are left out;
-- ``err2d_px``: the mean 2D distance to the detections with confidence > 0.3
-  (nan for MediaPipe's world landmarks, which have no projection);
+- ``err2d_px``: the mean 2D distance to the detections with confidence > 0.3,
+  with the left/right labels the fit chose (nan for MediaPipe's world
+  landmarks and the start, which have no fitted camera);
 - ``cpu_s``: process CPU seconds of the fit.
 
 Every method is scored twice: on ``all`` frames (the reference has the 12
@@ -84,13 +85,13 @@ def _field(data, key: str, source: Path):
 
 def load_tracks(root: Path | str = DEV_SET, participants: Sequence[str] | None = None,
                 views: Sequence[str] | None = None, max_frames: int | None = None,
-                undistort: bool = False) -> list[Track]:
+                undistort: bool = False, first_row: int = 0) -> list[Track]:
     """The dev set's (participant, view) tracks.
 
     Args:
         root: the dev-set folder (``reference.npz``, ``summary.json``, ``calibration.json``, ``camXX.npz``).
         participants, views: names to keep (default all).
-        max_frames: keep only each track's first rows.
+        max_frames, first_row: keep only rows ``first_row .. first_row + max_frames - 1`` of each track.
         undistort: undistort the 2D keypoints with the view's lens distortion.
     """
     root = Path(root)
@@ -117,8 +118,7 @@ def load_tracks(root: Path | str = DEV_SET, participants: Sequence[str] | None =
                 raise KeyError(f"{root / 'summary.json'}: no participants.{person}.main_track.{view}") from exc
             obs_all = load_observations(root / f"{view}.npz")
             rows = [i for i, t in enumerate(obs_all.track_ids) if t == track_id]
-            if max_frames is not None:
-                rows = rows[:max_frames]
+            rows = rows[first_row:] if max_frames is None else rows[first_row:first_row + max_frames]
             obs = obs_all.subset(rows)
             cam = cams[view]
             if undistort and cam.has_distortion:
@@ -233,13 +233,17 @@ def predict(model, track: Track, method: str, overrides: Sequence[str] = ()) -> 
         out = model(*(res.params[k] for k in PARAMS), keypoints="blazepose33", validate=False)
     info = {}
     h = res.info.get("hypotheses")
+    scored = obs
+    if h is not None and (np.any(h["swap_upper"]) or np.any(h["swap_lower"])):
+        from fitkit.fitting.hypotheses import swap_labels
+        scored = swap_labels(obs, np.asarray(h["swap_upper"]), np.asarray(h["swap_lower"]))  # the labels fitted
     if h is not None:
         info = {"starts": sorted({h["names"][i] for i in np.asarray(h["yaw_index"])}),
                 "swapped_upper": int(np.sum(h["swap_upper"])), "swapped_lower": int(np.sum(h["swap_lower"]))}
     if "keep_start" in res.info:
         info["kept_start_frames"] = int(np.sum(res.info["keep_start"]))
     return {"pred": out.keypoints.double().numpy()[:, track.limb_idx],
-            "err2d_px": _err2d(model, res.params, res.K, obs), "cpu_s": secs, "info": info}
+            "err2d_px": _err2d(model, res.params, res.K, scored), "cpu_s": secs, "info": info}
 
 
 def evaluate(model, tracks: Iterable[Track], methods: Sequence[str], overrides: Sequence[str] = (),

@@ -56,12 +56,14 @@ section (checked by :func:`fitkit.fitting.recipe_schema.check_hypotheses`)::
 3. **Full fit.** :func:`fitkit.fitting.engine.fit` runs the whole recipe once
    more, from the chosen start (the start, not its short fit) on the chosen
    labelling; a relabelled frame starts from the start made from its labels.
-4. **Keep the start** (``keep_start: <meters>``, null: off). Per frame, the
-   fit's and the start's disagreement with the (relabelled) ``keypoints3d``
-   after a similarity alignment (:func:`cue_disagreement`) are compared;
-   where the fit's is larger by more than that margin, the frame's
-   ``global_orient`` and ``body_pose`` go back to the start's (``info['keep_start']``,
-   (N,) bool). Refining must not take the pose away from the cue it started
+4. **Keep the start** (``keep_start: <meters>``, null: off). Per run of
+   consecutive frames of a track, the fit's and the start's mean
+   disagreement with the (relabelled) ``keypoints3d`` after a similarity
+   alignment per frame (:func:`cue_disagreement`) are compared; where the
+   fit's is larger by more than that margin, the run's ``global_orient`` and
+   ``body_pose`` go back to the start's (``info['keep_start']``, (N,) bool;
+   per frame this was measured on the dev set and made the fits worse: it
+   broke their smoothness). Refining must not take the pose away from the cue it started
    from; the check reads only the observations.
 
 What was chosen is in ``FitResult.info['hypotheses']`` and, as the arrays
@@ -470,12 +472,19 @@ def cue_disagreement(model, params: Mapping[str, torch.Tensor], obs) -> np.ndarr
 
 
 def _keep_start(model, res, start: Mapping[str, torch.Tensor], obs, margin: float) -> np.ndarray:
-    """Where the fit's disagreement with the observed ``keypoints3d`` (:func:`cue_disagreement`) exceeds
-    the start's by more than ``margin`` meters, put the start's ``global_orient`` and ``body_pose`` back into
-    ``res.params`` (translation and shape stay the fit's). Returns the (N,) bool frames kept at the start."""
+    """Per run of consecutive frames of a track: where the fit's mean disagreement with the observed
+    ``keypoints3d`` (:func:`cue_disagreement`) exceeds the start's by more than ``margin`` meters, put the
+    start's ``global_orient`` and ``body_pose`` back into ``res.params`` for the whole run (translation and
+    shape stay the fit's; a whole run, so the motion stays smooth). Returns the (N,) bool frames kept at
+    the start."""
     fit_err = cue_disagreement(model, res.params, obs)
     start_err = cue_disagreement(model, dict(start, betas=res.params["betas"]), obs)
-    kept = np.nan_to_num(fit_err - start_err, nan=-1.0) > margin
+    kept = np.zeros(len(obs), dtype=bool)
+    for seg in split_segments(obs):
+        r = np.array(seg.rows)
+        both = np.isfinite(fit_err[r]) & np.isfinite(start_err[r])
+        if both.any() and fit_err[r][both].mean() - start_err[r][both].mean() > margin:
+            kept[r] = True
     if kept.any():
         sel = torch.as_tensor(kept, device=res.params["body_pose"].device)[:, None]
         for k in ("global_orient", "body_pose"):
