@@ -33,6 +33,7 @@ import dataclasses
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -44,7 +45,8 @@ from fitkit.eval.metrics import procrustes_align
 from fitkit.io.cameras import read_cameras, undistort_points
 from fitkit.io.observations import Observations, load_observations
 
-__all__ = ["DEV_SET", "Track", "load_tracks", "score", "predict", "evaluate", "summarise", "markdown_table"]
+__all__ = ["DEV_SET", "Track", "load_tracks", "score", "predict", "evaluate", "summarise", "acceptance",
+           "markdown_table"]
 
 log = logging.getLogger(__name__)
 
@@ -272,18 +274,17 @@ def summarise(rows: Sequence[dict], part: str = "all") -> dict:
     out = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         r = [x for x in rows if x["method"] == m]
-        with np.errstate(all="ignore"):
-            import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                out[m] = {k: float(np.nanmean([x[part][k] for x in r])) for k in METRICS}
+        with warnings.catch_warnings():  # a metric that is nan on every track (2D of mediapipe) stays nan
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[m] = {k: float(np.nanmean([x[part][k] for x in r])) for k in METRICS}
         out[m]["cpu_s"] = float(np.mean([x["cpu_s"] for x in r]))
     return out
 
 
 def acceptance(rows: Sequence[dict], method: str, part: str = "clean", factor: float = 0.85) -> dict:
     """Issue 17's acceptance per track for ``method``: PA and hip-MPJPE <= factor x MediaPipe's, accel <=
-    MediaPipe's, mean 3D error (PA and hip-MPJPE) no worse than the start's. ``{(person, view): {check: bool}}``."""
+    MediaPipe's, mean 3D error (PA and hip-MPJPE) no worse than the start's. ``{(person, view): {check: bool}}``;
+    a check whose ``mediapipe`` or ``start`` row is missing is left out (not passed)."""
     by = {(r["person"], r["view"], r["method"]): r[part] for r in rows}
     out = {}
     for (p, v, m), s in by.items():
