@@ -236,3 +236,19 @@ def test_the_video_recipe_writes_its_hypothesis_choices(tmp_path):
     assert r["hypothesis_yaw_deg"].shape == (3,) and r["swap_upper"].dtype == bool
     assert set(r["hypothesis_yaw_deg"].tolist()) <= {0.0, 90.0, 180.0, 270.0}
     assert r["hypothesis_energies"].shape[0] == 3 and np.isfinite(r["hypothesis_energies"]).any()
+
+
+def test_the_2d_error_is_measured_on_the_labels_the_fit_chose(monkeypatch):
+    """A frame whose left/right labels the hypotheses swapped is scored against the swapped keypoints."""
+    import fitkit.commands.fit as fit_command
+    from fitkit.body import load_body_model
+    from fitkit.eval.synthetic import make_keypoint_example
+    from fitkit.fitting.hypotheses import swap_labels
+
+    ex = make_keypoint_example(load_body_model("open", num_betas=10), 2, keypoint_format="blazepose33", seed=4)
+    swapped = swap_labels(ex.observations, [True, False], [True, False])  # frame 0 as a detector that swapped it
+    got = fit_command._as_fitted(swapped, {"swap_upper": np.array([True, False]),
+                                           "swap_lower": np.array([True, False])})
+    assert torch.equal(got.keypoints, ex.observations.keypoints)  # swapping back restores the true labels
+    same = fit_command._as_fitted(swapped, {"swap_upper": np.zeros(2, bool), "swap_lower": np.zeros(2, bool)})
+    assert same is swapped

@@ -12,7 +12,7 @@ import torch
 from fitkit.body import load_body_model
 from fitkit.camera import project
 from fitkit.eval.quality import quality_settings, track_quality
-from fitkit.fitting.hypotheses import fit_with_hypotheses, hypotheses_arrays
+from fitkit.fitting.hypotheses import fit_with_hypotheses, hypotheses_arrays, swap_labels
 from fitkit.fitting.recipe import load_recipe
 from fitkit.io.keypoint_readers import read_keypoints
 from fitkit.io.mesh import write_obj
@@ -145,7 +145,7 @@ def run(args) -> dict:
         finally:
             progress.close()
         arrays = _assemble(parts, N)
-        arrays.update(track_quality(model, obs, arrays, quality))  # motion / facing over whole tracks
+        arrays.update(track_quality(model, _as_fitted(obs, arrays), arrays, quality))  # motion / facing, whole tracks
         arrays["frame_ids"] = np.array(obs.frame_ids, dtype=str)
         result_path = save_result(out_dir / "result.npz", arrays, keypoint_format=obs.keypoint_format,
                                   body_model=model.name, gender=model.gender, recipe_name=recipe.name,
@@ -153,8 +153,8 @@ def run(args) -> dict:
                                   observations=str(Path(args.input).resolve()),
                                   fit_seconds=f"{time.perf_counter() - t0:.3f}")
         files = [result_path]
-        if args.meshes or args.overlays:
-            files += _write_extras_with_bar(args, model, obs, arrays, out_dir, device)
+        if args.meshes or args.overlays:  # overlays show the keypoints with the labels the fit used
+            files += _write_extras_with_bar(args, model, _as_fitted(obs, arrays), arrays, out_dir, device)
     seconds = time.perf_counter() - t0
     e = arrays["err2d_px"]
     summary = {
@@ -258,12 +258,21 @@ def _fit_chunk(model, obs, idx, init, recipe, device, progress, args) -> dict:
     sub_init = None if init is None else {k: v[idx] for k, v in init.items()}
     res = fit_with_hypotheses(model, sub, recipe, sub_init, device=device, progress=progress.stage,
                               init_source=str(args.init or "default init"))
-    arrays = result_arrays(model, sub, recipe, res)
-    arrays.pop("frame_ids")  # the chunk file and result.npz add them
     chosen = hypotheses_arrays(res)  # facing / left-right choices of a recipe with a hypotheses: section
     chosen.pop("hypothesis_names", None)  # not per frame: result.npz records them once
+    # the 2D error and the quality checks are measured against the labels the fit used
+    arrays = result_arrays(model, _as_fitted(sub, chosen), recipe, res)
+    arrays.pop("frame_ids")  # the chunk file and result.npz add them
     arrays.update(chosen)
     return arrays
+
+
+def _as_fitted(obs, arrays):
+    """The observations with the left/right labels the fit chose (``swap_upper`` / ``swap_lower``
+    of a recipe with hypotheses), else ``obs`` itself."""
+    if "swap_upper" not in arrays or not (np.any(arrays["swap_upper"]) or np.any(arrays["swap_lower"])):
+        return obs
+    return swap_labels(obs, arrays["swap_upper"], arrays["swap_lower"])
 
 
 def _write_extras_with_bar(args, model, obs, arrays, out_dir: Path, device) -> list[Path]:
