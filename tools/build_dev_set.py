@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import shutil
@@ -33,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fitkit.priors.files import file_sha256  # noqa: E402
 from fitkit.devset.pose2sim_demo import (  # noqa: E402
     LIMBS,
     VIEWS,
@@ -48,14 +48,6 @@ DEMO = "Pose2Sim/Demo_MultiPerson/"
 LICENCE = f"pose2sim-{VERSION}.dist-info/licenses/LICENSE"
 FRAMES_KEPT = (0, 50, 99)
 SCALE = 4
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_wheel(wheel: str | None, cache: Path) -> Path:
@@ -150,7 +142,7 @@ def main(argv=None) -> int:
         (out / "masks").mkdir(parents=True, exist_ok=True)
         for view in VIEWS:
             video = demo / "videos" / f"{view}.mp4"
-            video_sha[view] = sha256(video)
+            video_sha[view] = file_sha256(video)
             raw, masks = det_dir / f"{view}.npz", det_dir / f"{view}_masks.npz"
             if not args.detections:
                 cmd = detect(args.detect_python, video, raw, masks, args.max_people)[3:]
@@ -215,7 +207,7 @@ def write_provenance(out, wheel, video_sha, mediapipe_version, commands, setting
         "# Provenance of datasets/pose2sim_multiperson",
         "",
         f"Source: pose2sim {VERSION} (BSD-3-Clause, `LICENSE` here is its licence file "
-        f"`{LICENCE}`), the wheel `{WHEEL}` from PyPI, sha256 `{sha256(wheel)}`. Only "
+        f"`{LICENCE}`), the wheel `{WHEEL}` from PyPI, sha256 `{file_sha256(wheel)}`. Only "
         f"`{DEMO}` was extracted (4 synchronised, calibrated videos cam01..cam04, 1088x1920, 60 fps, 100 frames; "
         "two participants and a bystander). The videos are not committed.",
         "",

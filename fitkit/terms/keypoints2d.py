@@ -60,6 +60,27 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+
+def name_weights(term: str, format_name, names: Sequence[str], weights: Mapping[str, float],
+                 ignore: Sequence[str], only: Sequence[str] | None = None) -> torch.Tensor:
+    """(K,) float64 per-keypoint weights of a keypoint term: 1, or 0 outside ``only``; then
+    ``weights`` by name; 0 for ``ignore``. An unknown name is a ValueError naming ``term``."""
+    lookup = {n: i for i, n in enumerate(names)}
+    listed = list(ignore) + list(only or ()) + list(weights)
+    unknown = sorted({n for n in listed if n not in lookup})
+    if unknown:
+        raise ValueError(f"{term}: unknown keypoint name(s) {unknown} for format "
+                         f"{format_name!r}; its names are {list(names)}")
+    w = torch.ones(len(names), dtype=torch.float64)
+    if only is not None:
+        w.zero_()
+        w[[lookup[n] for n in only]] = 1.0
+    for n, value in weights.items():
+        w[lookup[n]] = float(value)
+    for n in ignore:
+        w[lookup[n]] = 0.0
+    return w
+
 @register_term("keypoints2d")
 class Keypoints2D(Term):
     """Args:
@@ -104,21 +125,7 @@ class Keypoints2D(Term):
         self.format = None
 
     def _name_weights(self, names: Sequence[str]) -> torch.Tensor:
-        lookup = {n: i for i, n in enumerate(names)}
-        listed = list(self.ignore) + list(self.only or ()) + list(self.weights)
-        unknown = sorted({n for n in listed if n not in lookup})
-        if unknown:
-            raise ValueError(f"keypoints2d: unknown keypoint name(s) {unknown} for format "
-                             f"{self.format!r}; its names are {list(names)}")
-        w = torch.ones(len(names), dtype=torch.float64)
-        if self.only is not None:
-            w.zero_()
-            w[[lookup[n] for n in self.only]] = 1.0
-        for n, value in self.weights.items():
-            w[lookup[n]] = float(value)
-        for n in self.ignore:
-            w[lookup[n]] = 0.0
-        return w
+        return name_weights("keypoints2d", self.format, names, self.weights, self.ignore, self.only)
 
     def setup(self, ctx: SetupContext) -> None:
         obs = ctx.observations

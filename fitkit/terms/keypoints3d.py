@@ -88,7 +88,7 @@ import torch
 
 from fitkit.body.keypoint_formats import get_format
 from fitkit.terms.base import Batch, Needs, SetupContext, Term, register_term
-from fitkit.terms.keypoints2d import _power
+from fitkit.terms.keypoints2d import _power, name_weights
 from fitkit.terms.robust import geman_mcclure
 
 __all__ = ["Keypoints3D", "root_relative", "optimal_scale", "optimal_yaw", "optimal_rotation"]
@@ -198,17 +198,7 @@ class Keypoints3D(Term):
         self.format = None
 
     def _name_weights(self, names: Sequence[str]) -> torch.Tensor:
-        lookup = {n: i for i, n in enumerate(names)}
-        unknown = sorted({n for n in list(self.ignore) + list(self.weights) if n not in lookup})
-        if unknown:
-            raise ValueError(f"keypoints3d: unknown keypoint name(s) {unknown} for format {self.format!r}; "
-                             f"its names are {list(names)}")
-        w = torch.ones(len(names), dtype=torch.float64)
-        for n, value in self.weights.items():
-            w[lookup[n]] = float(value)
-        for n in self.ignore:
-            w[lookup[n]] = 0.0
-        return w
+        return name_weights("keypoints3d", self.format, names, self.weights, self.ignore)
 
     def setup(self, ctx: SetupContext) -> None:
         obs = ctx.observations
