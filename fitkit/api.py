@@ -101,7 +101,7 @@ def result_arrays(model, observations: Observations, recipe: Recipe, result: Fit
     if result.params["transl"].shape[0] != n:
         raise ValueError(f"{observations.source}: the result has {result.params['transl'].shape[0]} frames, "
                          f"the observations {n}")
-    settings = quality_settings(recipe.data.get("quality"), recipe.source)
+    settings = quality_settings(recipe.data.get("quality"), recipe.source, recipe.data.get("terms"))
     arrays = result.to_numpy()
     p = result.params
     with torch.no_grad():

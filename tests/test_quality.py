@@ -187,7 +187,7 @@ def test_thresholds_come_from_the_recipe_and_are_validated():
     off = load_recipe("video", ["quality.max_facing_change_deg=null", "quality.min_swap_margin=1e-1"])
     s = quality_settings(off.data["quality"], off.source)
     assert s["max_facing_change_deg"] is None and s["min_swap_margin"] == 0.1
-    assert quality_settings(None) == QUALITY_DEFAULTS
+    assert quality_settings(None) == {**QUALITY_DEFAULTS, "keypoints3d_rotation": "camera"}  # no 3D term: camera
     for bad, match in (({"max_keypoints3d_mm": -1},
                         r"r.yaml: quality.max_keypoints3d_mm: expected a finite number >= 0"),
                        ({"max_joint_accel_mm": "fast"}, r"quality.max_joint_accel_mm: expected"),
@@ -261,3 +261,30 @@ def test_shipped_thresholds_flag_large_3d_errors_on_the_dev_set():
     assert scored.sum() >= 25 and 0 < (~ok[scored]).sum() < scored.sum()
     assert err[scored & ~ok].mean() > 1.3 * err[scored & ok].mean()
     assert not ok[np.nanargmax(err)]  # the worst frame is flagged
+
+def test_3d_disagreement_follows_the_terms_rotation():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(1)
+    fitted = TORSO[None] + rng.normal(0, 0.05, (2, 5, 3))
+    root = fitted[:, :2].mean(1, keepdims=True)
+    turn = Rotation.from_euler("y", 150, degrees=True).as_matrix()  # the cue faces another way
+    k3 = np.ones((2, 5, 4))
+    k3[..., :3] = 0.9 * (fitted - root) @ turn.T
+    k3[1, 4, :3] += [0.0, 0.3, 0.0]  # frame 1: the nose disagrees too
+    camera = keypoints3d_error_mm(fitted, k3, (0, 1), "camera")
+    kabsch = keypoints3d_error_mm(fitted, k3, (0, 1), "kabsch")
+    yaw = keypoints3d_error_mm(fitted, k3, (0, 1), "yaw")
+    assert camera[0] > 50 and kabsch[0] < 1e-6 and yaw[0] < 1e-6  # a turn about y only: both undo it
+    assert kabsch[1] > 10  # a wrong pose still counts
+    # the recipe's keypoints3d term decides the alignment unless the quality section names one
+    terms = {"k": {"type": "keypoints2d"}, "k3": {"type": "keypoints3d", "rotation": "kabsch"}}
+    assert quality_settings({}, terms=terms)["keypoints3d_rotation"] == "kabsch"
+    assert quality_settings({}, terms={})["keypoints3d_rotation"] == "camera"
+    assert quality_settings({"keypoints3d_rotation": "camera"}, terms=terms)["keypoints3d_rotation"] == "camera"
+    flags = _flags(fitted, keypoints3d=k3, quality={"max_keypoints3d_mm": 40, "keypoints3d_rotation": "kabsch"})
+    np.testing.assert_allclose(flags["quality_keypoints3d_err_mm"], kabsch)
+    with pytest.raises(FitkitError, match=r"r.yaml: quality.keypoints3d_rotation: expected camera, yaw"):
+        quality_settings({"keypoints3d_rotation": "full"}, "r.yaml")
+    with pytest.raises(ValueError, match="rotation must be"):
+        keypoints3d_error_mm(fitted, k3, (0, 1), "full")

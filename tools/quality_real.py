@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     error = {"hip": "err_hip_mm", "pa": "err_pa_mm"}[args.error]
     recipe = load_recipe("video", args.set)
-    settings = quality_settings(recipe.data.get("quality"), recipe.source)
+    settings = quality_settings(recipe.data.get("quality"), recipe.source, recipe.data.get("terms"))
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     model = load_body_model("open", num_betas=10)

@@ -22,8 +22,10 @@ the raw numbers and one boolean flag per check:
   (e.g. MediaPipe's world landmarks) after the alignment of the
   ``keypoints3d`` term with ``scale: free`` (:mod:`fitkit.terms.keypoints3d`):
   both made root-relative (hip mid-point) and the observed skeleton scaled
-  onto the fitted one by the least-squares scale; camera axes, no rotation,
-  so a body facing another way than the cue counts. NaN without
+  onto the fitted one by the least-squares scale; rotated first as the
+  recipe's ``keypoints3d`` term does (``keypoints3d_rotation``, default: that
+  term's ``rotation``): with ``camera`` no rotation, so a body facing another
+  way than the cue counts; with ``kabsch`` only the pose's shape. NaN without
   ``keypoints3d``. ``quality_3d_ok``: ``<= max_keypoints3d_mm``;
 - ``quality_joint_speed_mm`` and ``quality_joint_accel_mm`` (N,): the fitted body's
   root-relative keypoints, mean over keypoints of the speed (mm/frame, the
@@ -55,7 +57,7 @@ Thresholds come from the recipe's optional ``quality:`` section::
 
     quality: {max_reproj_crop_px: 10, max_energy: {pose: 300}, max_keypoints3d_mm: 48,
               max_joint_speed_mm: null, max_joint_accel_mm: 43, max_facing_change_deg: 24,
-              min_swap_margin: 0.12}
+              min_swap_margin: 0.12, keypoints3d_rotation: null}
 
 Defaults: :data:`QUALITY_DEFAULTS` (docs/quality.md: how they were set on the
 real development set, and the precision / recall measured there). Energies
@@ -78,7 +80,8 @@ __all__ = ["QUALITY_DEFAULTS", "quality_settings", "quality_flags", "keypoints3d
 #: were set on the real development set (docs/quality.md). null turns a check off.
 QUALITY_DEFAULTS: dict[str, Any] = {"max_reproj_crop_px": 10.0, "max_energy": {}, "max_keypoints3d_mm": 48.0,
                                     "max_joint_speed_mm": None, "max_joint_accel_mm": 43.0,
-                                    "max_facing_change_deg": 24.0, "min_swap_margin": 0.12}
+                                    "max_facing_change_deg": 24.0, "min_swap_margin": 0.12,
+                                    "keypoints3d_rotation": None}
 CROP_SIZE = 224.0
 BOX_SCALE = 1.2
 _TORSO = ("left_hip", "right_hip", "left_shoulder", "right_shoulder")
@@ -87,17 +90,31 @@ _FLAG_NAMES = ("quality_reprojection_ok", "quality_prior_ok", "quality_3d_ok", "
                "quality_facing_ok", "quality_swap_ok")
 
 
-def quality_settings(spec: Mapping[str, Any] | None, source: str = "<recipe>") -> dict:
+def quality_settings(spec: Mapping[str, Any] | None, source: str = "<recipe>",
+                     terms: Mapping[str, Any] | None = None) -> dict:
     """The recipe's ``quality`` section checked (``recipe_schema.check_quality``) and completed
-    with :data:`QUALITY_DEFAULTS`; errors name the file and the key."""
+    with :data:`QUALITY_DEFAULTS`; errors name the file and the key.
+
+    ``terms``: the recipe's ``terms:`` section. When ``keypoints3d_rotation`` is null (the
+    default) it becomes the ``rotation`` of the recipe's first ``keypoints3d`` term
+    (``camera`` without one), so the 3D-cue check aligns the cue as the fit did.
+    """
     from fitkit.fitting.recipe_schema import check_quality
 
-    return {**QUALITY_DEFAULTS, **check_quality(spec, f"{source}: quality")}
+    out = {**QUALITY_DEFAULTS, **check_quality(spec, f"{source}: quality")}
+    if out["keypoints3d_rotation"] is None:
+        out["keypoints3d_rotation"] = "camera"
+        for term in (terms or {}).values():
+            if isinstance(term, Mapping) and term.get("type") == "keypoints3d":
+                out["keypoints3d_rotation"] = str(term.get("rotation", "camera"))
+                break
+    return out
 
 
 # ---------------------------------------------------------------- raw per-frame numbers
 
-def keypoints3d_error_mm(fitted: np.ndarray, keypoints3d: np.ndarray | None, hips: tuple[int, int]) -> np.ndarray:
+def keypoints3d_error_mm(fitted: np.ndarray, keypoints3d: np.ndarray | None, hips: tuple[int, int],
+                         rotation: str = "camera") -> np.ndarray:
     """(N,) mean distance in mm between the fitted keypoints and the observed 3D keypoints.
 
     Args:
@@ -105,6 +122,10 @@ def keypoints3d_error_mm(fitted: np.ndarray, keypoints3d: np.ndarray | None, hip
         keypoints3d: (N, K, 4) observed x, y, z (meters, camera-aligned axes) and
             confidence, or None.
         hips: indices of ``left_hip`` and ``right_hip`` (the root).
+        rotation: ``camera`` (no rotation), ``yaw`` or ``kabsch``: the observed
+            root-relative skeleton is first rotated as the ``keypoints3d`` term's
+            ``rotation`` option does (:func:`fitkit.terms.keypoints3d.optimal_yaw`,
+            :func:`~fitkit.terms.keypoints3d.optimal_rotation`).
     Returns:
         (N,) the confidence-weighted mean of ``|m_k - s o_k|`` over the keypoints
         with confidence > 0, in mm, where ``m``/``o`` are the root-relative fitted
@@ -124,6 +145,18 @@ def keypoints3d_error_mm(fitted: np.ndarray, keypoints3d: np.ndarray | None, hip
     rel_o = obs - 0.5 * (obs[:, hips[0]] + obs[:, hips[1]])[:, None]
     fit = np.asarray(fitted, dtype=np.float64)
     rel_m = fit - 0.5 * (fit[:, hips[0]] + fit[:, hips[1]])[:, None]
+    if rotation != "camera":
+        import torch
+
+        from fitkit.terms.keypoints3d import optimal_rotation, optimal_yaw
+
+        tm, to, tw = (torch.as_tensor(x, dtype=torch.float64) for x in (rel_m, rel_o, w))
+        if rotation == "yaw":
+            rel_o = optimal_yaw(tm, to, tw).numpy()
+        elif rotation == "kabsch":
+            rel_o = (to @ optimal_rotation(tm, to, tw).transpose(-1, -2)).numpy()
+        else:
+            raise ValueError(f"keypoints3d_error_mm: rotation must be camera, yaw or kabsch, got {rotation!r}")
     num = (w * (rel_m * rel_o).sum(-1)).sum(-1)
     den = (w * (rel_o * rel_o).sum(-1)).sum(-1)
     s = np.where(den > 1e-12, num / np.where(den > 1e-12, den, 1.0), 1.0)
@@ -304,7 +337,7 @@ def quality_flags(observed: np.ndarray, fitted_2d: np.ndarray, energies: Mapping
     names = list(keypoint_names or [])
     if fitted_3d is not None and "left_hip" in names and "right_hip" in names:
         hips = (names.index("left_hip"), names.index("right_hip"))
-        e3d = keypoints3d_error_mm(fitted_3d, keypoints3d, hips)
+        e3d = keypoints3d_error_mm(fitted_3d, keypoints3d, hips, settings.get("keypoints3d_rotation") or "camera")
         out["quality_keypoints3d_err_mm"] = e3d
         out["quality_3d_ok"] = _at_most(e3d, settings["max_keypoints3d_mm"])
         out.update(_track_checks(fitted_3d, names, track_ids, frame_numbers, settings))

@@ -378,7 +378,7 @@ def check_quality(spec: Any, where: str) -> dict:
     """
     if spec is None:
         return {}
-    known = sorted([*QUALITY_RULES, "max_energy"])
+    known = sorted([*QUALITY_RULES, "max_energy", "keypoints3d_rotation"])
     if not isinstance(spec, Mapping):
         raise RecipeError(f"{where}: expected a mapping with keys {known}, got {spec!r}")
     unknown = sorted(set(spec) - set(known))
@@ -390,6 +390,10 @@ def check_quality(spec: Any, where: str) -> dict:
             if not isinstance(value, Mapping):
                 raise RecipeError(f"{where}.max_energy: expected a mapping term key -> threshold, got {value!r}")
             out[key] = {str(k): float(Rule().check(v, f"{where}.max_energy.{k}")) for k, v in value.items()}
+        elif key == "keypoints3d_rotation":  # how the 3D-cue check aligns the cue; null: as the keypoints3d term
+            if value not in (None, "camera", "yaw", "kabsch"):
+                raise RecipeError(f"{where}.keypoints3d_rotation: expected camera, yaw, kabsch or null, got {value!r}")
+            out[key] = value
         else:
             v = QUALITY_RULES[key].check(value, f"{where}.{key}")
             out[key] = None if v is None else float(v)
