@@ -67,7 +67,7 @@ def frame_batches(obs, recipe, batch_size: int) -> list[np.ndarray]:
 def run(args) -> dict:
     t0 = time.perf_counter()
     recipe = load_recipe(args.recipe, args.set or [], prior=getattr(args, "prior", None))
-    quality = quality_settings(recipe.data.get("quality"), recipe.source)  # bad thresholds fail before fitting
+    quality = quality_settings(recipe.data.get("quality"), recipe.source, recipe.data.get("terms"))  # fails early
     last = recipe.stages[-1].terms
     missing = [k for k in quality["max_energy"] if k not in last]
     if missing:
