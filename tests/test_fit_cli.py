@@ -252,3 +252,15 @@ def test_the_2d_error_is_measured_on_the_labels_the_fit_chose(monkeypatch):
     assert torch.equal(got.keypoints, ex.observations.keypoints)  # swapping back restores the true labels
     same = fit_command._as_fitted(swapped, {"swap_upper": np.zeros(2, bool), "swap_lower": np.zeros(2, bool)})
     assert same is swapped
+
+
+def test_the_body_model_type_is_recorded_and_guards_resume(example, tmp_path):
+    """open_real differs from open only in its BlazePose points: the result must say which was used,
+    and --resume must not mix chunks of the two."""
+    root, obs_path, init_path, gmm_path, ex = example
+    out = tmp_path / "run"
+    args = ["fit", "-q", "--recipe", "demo", "--input", str(obs_path), "-o", str(out), "--batch-size", "2",
+            "--set", "stages.1.solver.iterations=1"]
+    assert main(args + ["--model", "open_real"]) == 0
+    assert str(load_result(out / "result.npz")["body_model"]) == "open_real"
+    assert main(args + ["--model", "open", "--resume"]) == 2  # chunks of another body model are refused
