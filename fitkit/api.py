@@ -139,7 +139,8 @@ def save_fit(path, model, observations: Observations, recipe: Recipe,
     (:func:`load_params`). Returns the path.
     """
     arrays = result_arrays(model, observations, recipe, result) if isinstance(result, FitResult) else dict(result)
-    meta = dict(keypoint_format=observations.keypoint_format, body_model=model.name, gender=model.gender,
+    meta = dict(keypoint_format=observations.keypoint_format, gender=model.gender,
+                body_model=getattr(model, "model_type", model.name),  # a BodyModel built by hand has none
                 recipe_name=recipe.name, recipe=recipe.to_yaml(), stage_names=[st.name for st in recipe.stages])
     if Path(observations.source).exists():
         meta["observations"] = str(Path(observations.source).resolve())

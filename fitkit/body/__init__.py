@@ -62,6 +62,7 @@ def load_body_model(model_type: str = "open", gender: str = "neutral", *, model_
         if keypoint_sets is None:
             model.keypoints_note = (f"{arrays.path}: the mesh has {n_verts} vertices, not SMPL's "
                                     f"{SMPL_NUM_VERTICES}, so SMPL's keypoint sets do not apply")
+    model.model_type = model_type  # what load_body_model was asked for: results record it to reload the same
     return model.to(device)
 
 

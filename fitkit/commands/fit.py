@@ -75,8 +75,7 @@ def run(args) -> dict:
                           f"(terms: {sorted(last)})")
     device = pick_device(args.device)
     body = dict(recipe.body)
-    model_type = args.model or body.get("model", "open")  # open_real loads as 'open' with its own keypoints
-    model = load_body_model(model_type, args.gender or body.get("gender", "neutral"),
+    model = load_body_model(args.model or body.get("model", "open"), args.gender or body.get("gender", "neutral"),
                             model_dir=args.model_dir, num_betas=int(body.get("num_betas", 10)), device=device)
     reader_args = {}
     if args.image_size:
@@ -115,7 +114,7 @@ def run(args) -> dict:
     if bs < 1:
         raise FitkitError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
     chunk_dir = out_dir / "chunks"
-    stamp = _chunk_stamp(recipe, model_type, model, args)
+    stamp = _chunk_stamp(recipe, model, args)
     stage_names = [st.name for st in recipe.stages]
     batches = frame_batches(obs, recipe, bs)
     log.info("fitting %d frames in %d batch%s with recipe '%s' on %s", N, len(batches),
@@ -149,7 +148,7 @@ def run(args) -> dict:
         arrays.update(track_quality(model, _as_fitted(obs, arrays), arrays, quality))  # motion / facing, whole tracks
         arrays["frame_ids"] = np.array(obs.frame_ids, dtype=str)
         result_path = save_result(out_dir / "result.npz", arrays, keypoint_format=obs.keypoint_format,
-                                  body_model=model_type, gender=model.gender, recipe_name=recipe.name,
+                                  body_model=model.model_type, gender=model.gender, recipe_name=recipe.name,
                                   recipe=recipe.to_yaml(), stage_names=list(stage_names),
                                   observations=str(Path(args.input).resolve()),
                                   fit_seconds=f"{time.perf_counter() - t0:.3f}")
@@ -235,9 +234,9 @@ def _check_chunk_folder(chunk_dir: Path, names: list[str], batch_size: int, resu
                           "--batch-size; resume with that one, or use another --output")
 
 
-def _chunk_stamp(recipe, model_type: str, model, args) -> str:
+def _chunk_stamp(recipe, model, args) -> str:
     """What a saved chunk must have been fitted with to be reused by --resume."""
-    return "\n".join([recipe.to_yaml(), model_type, model.gender, str(args.input), str(args.init),
+    return "\n".join([recipe.to_yaml(), model.model_type, model.gender, str(args.input), str(args.init),
                       str(int(args.batch_size)), str(getattr(args, "flow", None))])
 
 
