@@ -21,25 +21,16 @@ from fitkit.devset.pose2sim_demo import (
 from fitkit.io.cameras import make_calib, project_points, read_cameras
 from fitkit.io.observations import Observations, load_observations
 
+from .synthetic_cameras import look_at
+
 DATA = Path(__file__).resolve().parents[1] / "datasets" / "pose2sim_multiperson"
-
-
-def _look_at(centre, target=(0.0, 0.0, 1.0)):
-    c = np.asarray(centre, float)
-    z = np.asarray(target, float) - c
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])
-    return R, -R @ c
 
 
 def _cameras():
     K = np.array([[1500.0, 0, 544], [0, 1500.0, 960], [0, 0, 1]])
     cams = {}
     for i, a in enumerate(np.linspace(0, 2 * np.pi, 4, endpoint=False) + 0.4):
-        R, t = _look_at((4.5 * np.cos(a), 4.5 * np.sin(a), 1.6))
+        R, t = look_at((4.5 * np.cos(a), 4.5 * np.sin(a), 1.6))
         cams[f"cam0{i + 1}"] = make_calib(f"cam0{i + 1}", K, [-0.01, 0.005, 0.0, 0.0], R, t, (1088, 1920))
     return cams
 

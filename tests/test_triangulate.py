@@ -19,24 +19,14 @@ from fitkit.geometry.triangulate import (
     triangulate_robust,
 )
 
-
-def _look_at(centre, target=(0.0, 0.0, 1.0)):
-    """World -> camera R, t of a camera at ``centre`` looking at ``target`` (z up in the world)."""
-    c = np.asarray(centre, float)
-    z = np.asarray(target, float) - c
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])
-    return R, -R @ c
+from .synthetic_cameras import look_at
 
 
 def _cameras(V=4, radius=4.0):
     K = np.array([[1200.0, 0, 540], [0, 1200.0, 960], [0, 0, 1]])
     Ps = []
     for a in np.linspace(0, 2 * np.pi, V, endpoint=False) + 0.3:
-        R, t = _look_at((radius * np.cos(a), radius * np.sin(a), 1.5 + 0.2 * np.sin(3 * a)))
+        R, t = look_at((radius * np.cos(a), radius * np.sin(a), 1.5 + 0.2 * np.sin(3 * a)))
         Ps.append(projection_matrix(K, R, t))
     return np.stack(Ps)
 

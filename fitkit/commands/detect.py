@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -222,11 +223,21 @@ def save_masks(path: Path, frames: "_Frames", scale: int) -> None:
                             scale=np.int64(scale), format=np.array("fitkit.masks/1"))
 
 
-def _progress(total: Optional[int], enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True)
+@contextmanager
+def _running(factory, options: dict, *, static: bool, total: Optional[int], show: bool):
+    """A fresh detector and a per-frame progress bar (none when ``show`` is false), both closed at the
+    end: yields ``(detector, advance)``, ``advance()`` counting one frame on the bar."""
+    detector = factory(static_image_mode=static, **options)
+    bar = None
+    if show:
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True)
+    try:
+        yield detector, (bar.update if bar is not None else (lambda n=1: None))
+    finally:
+        detector.close()
+        if bar is not None:
+            bar.close()
 
 
 def run(args, detector_factory: Optional[DetectorFactory] = None) -> dict:
@@ -257,10 +268,8 @@ def run(args, detector_factory: Optional[DetectorFactory] = None) -> dict:
 
     def detect_all(named_images, total: Optional[int], static: bool) -> int:
         """Run one detector over (frame id, RGB image) pairs into ``frames``; the number of frames."""
-        detector = factory(static_image_mode=static, **options)
-        bar = _progress(total, show)
         count = 0
-        try:
+        with _running(factory, options, static=static, total=total, show=show) as (detector, advance):
             for name, image in named_images:
                 h, w = image.shape[:2]
                 if max_people == 1:
@@ -270,12 +279,7 @@ def run(args, detector_factory: Optional[DetectorFactory] = None) -> dict:
                     for k, det in enumerate(found or [None]):
                         frames.add(f"{name}_p{k}", (w, h), det, args.min_confidence, mask_scale)
                 count += 1
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            detector.close()
-            if bar is not None:
-                bar.close()
+                advance()
         return count
 
     if inputs.images:
@@ -332,21 +336,16 @@ def run(args, detector_factory: Optional[DetectorFactory] = None) -> dict:
 
 def _single_video(path, track, prefix, args, factory, options, frames, mask_scale, show) -> None:
     """The most prominent person of every kept frame, one MediaPipe tracker (video mode): one track."""
-    detector = factory(static_image_mode=False, **options)  # a fresh tracker per video
-    bar = _progress(_video_length(path, args.every), show)
-    try:
+    # a fresh tracker per video
+    with _running(factory, options, static=False, total=_video_length(path, args.every),
+                  show=show) as (detector, advance):
         for count, (index, image) in enumerate(iter_video_rgb(path, args.every)):
             h, w = image.shape[:2]
             frames.add(f"{prefix}frame_{index:06d}", (w, h), detector.detect(image), args.min_confidence, mask_scale)
             frames.tracks.append(track)
             frames.numbers.append(count)
             frames.paths.append(f"{path}#{index}")  # the frame overlays read back (video_frame_ref)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        detector.close()
-        if bar is not None:
-            bar.close()
+            advance()
 
 
 def _multi_video(path, track, prefix, args, factory, options, frames, mask_scale, show, max_people) -> dict:
@@ -354,13 +353,12 @@ def _multi_video(path, track, prefix, args, factory, options, frames, mask_scale
     by box IoU into tracks ``<track>_p0``, ``<track>_p1``, ... Each track gets one row per kept frame
     from its first to its last detection; a frame inside that span where it was not found is an
     all-zero row (the fit flags it no_evidence). Returns track id -> number of frames detected."""
-    detector = factory(static_image_mode=True, **options)
     tracker = BoxTracker()
     per_track: dict[int, dict[int, object]] = {}
     index_of: list[int] = []
     size = None
-    bar = _progress(_video_length(path, args.every), show)
-    try:
+    with _running(factory, options, static=True, total=_video_length(path, args.every),
+                  show=show) as (detector, advance):
         for count, (index, image) in enumerate(iter_video_rgb(path, args.every)):
             size = (image.shape[1], image.shape[0])
             index_of.append(index)
@@ -368,12 +366,7 @@ def _multi_video(path, track, prefix, args, factory, options, frames, mask_scale
             boxes = [keypoint_box(d.keypoints) for d in found]
             for det, k in zip(found, tracker.update(count, boxes)):
                 per_track.setdefault(k, {})[count] = det
-            if bar is not None:
-                bar.update(1)
-    finally:
-        detector.close()
-        if bar is not None:
-            bar.close()
+            advance()
     counts = {}
     for k in sorted(per_track):
         seen = per_track[k]
