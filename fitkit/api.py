@@ -38,6 +38,7 @@ from fitkit.eval.metrics import err2d, evaluate_bodies, mpjpe, pa_mpjpe, pve
 from fitkit.eval.quality import quality_flags, quality_settings
 from fitkit.eval.synthetic import make_keypoint_example
 from fitkit.fitting.engine import FitResult, fit
+from fitkit.fitting.hypotheses import as_fitted
 from fitkit.fitting.recipe import Recipe, load_recipe, recipe_from_dict
 from fitkit.io.keypoint_readers import read_keypoint_array, read_keypoints, read_openpose_folder
 from fitkit.io.mesh import write_obj
@@ -101,6 +102,9 @@ def result_arrays(model, observations: Observations, recipe: Recipe, result: Fit
     if result.params["transl"].shape[0] != n:
         raise ValueError(f"{observations.source}: the result has {result.params['transl'].shape[0]} frames, "
                          f"the observations {n}")
+    chosen = result.info.get("hypotheses")
+    if chosen:  # the 2D error and the quality checks are measured against the labels the fit used
+        observations = as_fitted(observations, chosen["swap_upper"], chosen["swap_lower"])
     settings = quality_settings(recipe.data.get("quality"), recipe.source, recipe.data.get("terms"))
     arrays = result.to_numpy()
     p = result.params

@@ -264,3 +264,28 @@ def test_the_body_model_type_is_recorded_and_guards_resume(example, tmp_path):
     assert main(args + ["--model", "open_real"]) == 0
     assert str(load_result(out / "result.npz")["body_model"]) == "open_real"
     assert main(args + ["--model", "open", "--resume"]) == 2  # chunks of another body model are refused
+
+
+def test_result_arrays_scores_against_the_chosen_labels():
+    """fitkit.api.result_arrays (what fit and save_fit write) measures the 2D error on the labels the
+    hypotheses chose, so a frame fitted on swapped labels is not scored against the detector's."""
+    from fitkit.api import result_arrays
+    from fitkit.body import load_body_model
+    from fitkit.eval.synthetic import make_keypoint_example
+    from fitkit.fitting.engine import fit
+    from fitkit.fitting.hypotheses import swap_labels
+    from fitkit.fitting.recipe import load_recipe
+
+    model = load_body_model("open", num_betas=10)
+    ex = make_keypoint_example(model, 2, keypoint_format="blazepose33", seed=5)
+    recipe = load_recipe("demo", ["stages.1.solver.iterations=1"])
+    res = fit(model, ex.observations, recipe, ex.init)
+    plain = result_arrays(model, ex.observations, recipe, res)["err2d_px"]
+    res.info["hypotheses"] = {"names": ["yaw0"], "yaw_deg": [0.0], "energies": np.ones((1, 2)),
+                              "yaw_index": np.zeros(2, np.int64), "swap_upper": np.array([True, False]),
+                              "swap_lower": np.array([False, False]), "swap_energies": np.ones((4, 2))}
+    chosen = result_arrays(model, ex.observations, recipe, res)["err2d_px"]
+    res.info.pop("hypotheses")
+    by_hand = result_arrays(model, swap_labels(ex.observations, [True, False], [False, False]), recipe, res)
+    np.testing.assert_array_equal(chosen, by_hand["err2d_px"])
+    assert chosen[0] != plain[0] and chosen[1] == plain[1]

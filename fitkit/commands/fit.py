@@ -12,7 +12,7 @@ import torch
 from fitkit.body import load_body_model
 from fitkit.camera import project
 from fitkit.eval.quality import quality_settings, track_quality
-from fitkit.fitting.hypotheses import fit_with_hypotheses, hypotheses_arrays, swap_labels
+from fitkit.fitting.hypotheses import as_fitted, fit_with_hypotheses, hypotheses_arrays
 from fitkit.fitting.recipe import load_recipe
 from fitkit.io.keypoint_readers import read_keypoints
 from fitkit.io.mesh import write_obj
@@ -260,8 +260,7 @@ def _fit_chunk(model, obs, idx, init, recipe, device, progress, args) -> dict:
                               init_source=str(args.init or "default init"))
     chosen = hypotheses_arrays(res)  # facing / left-right choices of a recipe with a hypotheses: section
     chosen.pop("hypothesis_names", None)  # not per frame: result.npz records them once
-    # the 2D error and the quality checks are measured against the labels the fit used
-    arrays = result_arrays(model, _as_fitted(sub, chosen), recipe, res)
+    arrays = result_arrays(model, sub, recipe, res)  # scored against the labels the fit chose
     arrays.pop("frame_ids")  # the chunk file and result.npz add them
     arrays.update(chosen)
     return arrays
@@ -270,9 +269,9 @@ def _fit_chunk(model, obs, idx, init, recipe, device, progress, args) -> dict:
 def _as_fitted(obs, arrays):
     """The observations with the left/right labels the fit chose (``swap_upper`` / ``swap_lower``
     of a recipe with hypotheses), else ``obs`` itself."""
-    if "swap_upper" not in arrays or not (np.any(arrays["swap_upper"]) or np.any(arrays["swap_lower"])):
+    if "swap_upper" not in arrays:
         return obs
-    return swap_labels(obs, arrays["swap_upper"], arrays["swap_lower"])
+    return as_fitted(obs, arrays["swap_upper"], arrays["swap_lower"])
 
 
 def _write_extras_with_bar(args, model, obs, arrays, out_dir: Path, device) -> list[Path]:

@@ -154,6 +154,14 @@ def swap_labels(observations, swap_upper, swap_lower):
     return dataclasses.replace(obs, keypoints=permute(obs.keypoints), keypoints3d=permute(obs.keypoints3d))
 
 
+def as_fitted(observations, swap_upper, swap_lower):
+    """The observations with the left/right labels a fit chose (:func:`swap_labels`), or the same
+    object when no frame was swapped. ``swap_upper``, ``swap_lower``: (N,) bool."""
+    if not (np.any(swap_upper) or np.any(swap_lower)):
+        return observations
+    return swap_labels(observations, swap_upper, swap_lower)
+
+
 def yaw_orient(global_orient: torch.Tensor, degrees: float) -> torch.Tensor:
     """(N, 3) axis-angle ``R R_y(degrees)``: each body turned about its own vertical (y) axis."""
     a = math.radians(float(degrees))
